@@ -1,0 +1,335 @@
+//! The configuration schema with its defaults. Field names are the YAML keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub ui: UiConfig,
+    pub gpu: GpuConfig,
+    pub logs: LogsConfig,
+    pub models: Vec<ModelConfig>,
+    pub shopper: ShopperConfig,
+    pub tests: Vec<TestConfig>,
+    pub daemon: DaemonConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// How often the clock and countdowns tick, in milliseconds.
+    pub refresh_ms: u64,
+    pub theme: Theme,
+    pub mouse: bool,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            refresh_ms: 1000,
+            theme: Theme::Default,
+            mouse: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Theme {
+    #[default]
+    Default,
+    /// No colours at all (like NO_COLOR).
+    Monochrome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuConfig {
+    pub backend: GpuBackend,
+    /// Path of libnvidia-ml.so; else $LLMDECK_NVML_LIB; else the system default.
+    pub nvml_library: Option<PathBuf>,
+    pub sample_ms: u64,
+    pub history_s: u64,
+    /// Number of GPUs the simulated backend shows.
+    pub simulated_count: u32,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self {
+            backend: GpuBackend::Auto,
+            nvml_library: None,
+            sample_ms: 1000,
+            history_s: 600,
+            simulated_count: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuBackend {
+    /// NVML if it loads, else none.
+    #[default]
+    Auto,
+    Nvml,
+    Simulated,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Log directory; default: $XDG_STATE_HOME/llmdeck/logs.
+    pub dir: Option<PathBuf>,
+    pub max_file_mb: u64,
+    pub keep_files: u32,
+    pub ring_lines: usize,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_file_mb: 50,
+            keep_files: 5,
+            ring_lines: 20_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub id: String,
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    pub port: u16,
+    /// Default: http://127.0.0.1:<port>
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Name of an environment variable holding the server's API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default = "yes")]
+    pub autostart: bool,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub restart: RestartConfig,
+    #[serde(default = "default_stop_timeout", with = "secs")]
+    pub stop_timeout_s: Duration,
+}
+
+impl ModelConfig {
+    pub fn base_url(&self) -> String {
+        match &self.base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://127.0.0.1:{}", self.port),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub path: String,
+    #[serde(with = "secs")]
+    pub interval_s: Duration,
+    #[serde(with = "secs")]
+    pub timeout_s: Duration,
+    pub failure_threshold: u32,
+    #[serde(with = "secs")]
+    pub startup_timeout_s: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            path: "/health".into(),
+            interval_s: Duration::from_secs(10),
+            timeout_s: Duration::from_secs(5),
+            failure_threshold: 3,
+            startup_timeout_s: Duration::from_secs(900),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    #[default]
+    OnFailure,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartConfig {
+    pub policy: RestartPolicy,
+    pub max_restarts: u32,
+    #[serde(with = "secs")]
+    pub delay_s: Duration,
+    #[serde(with = "secs")]
+    pub max_delay_s: Duration,
+    #[serde(with = "secs")]
+    pub reset_after_s: Duration,
+}
+
+impl Default for RestartConfig {
+    fn default() -> Self {
+        Self {
+            policy: RestartPolicy::OnFailure,
+            max_restarts: 5,
+            delay_s: Duration::from_secs(5),
+            max_delay_s: Duration::from_secs(300),
+            reset_after_s: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShopperConfig {
+    pub url: String,
+    pub consumer_id: String,
+    pub auto_cleanup_orphans: bool,
+}
+
+impl Default for ShopperConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://localhost:8080".into(),
+            consumer_id: "llmdeck-local".into(),
+            auto_cleanup_orphans: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestKind {
+    /// Rent a GPU through the shopper and deploy the model on it.
+    Deploy,
+    /// Probe a model from `models:`.
+    Local,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestConfig {
+    pub name: String,
+    pub kind: TestKind,
+    /// For `deploy`: the model to serve (e.g. a Hugging Face id). For `local`: a model id from `models:`.
+    pub model: String,
+    #[serde(default)]
+    pub max_price: Option<f64>,
+    #[serde(default = "one_hour")]
+    pub reservation_hours: u32,
+    #[serde(default)]
+    pub deploy: Option<DeployConfig>,
+    #[serde(default)]
+    pub probe: ProbeConfig,
+}
+
+fn one_hour() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Command run on the instance; `{model}` and `{port}` are replaced.
+    pub command: String,
+    #[serde(default = "default_deploy_port")]
+    pub port: u16,
+    #[serde(default = "default_ready_timeout", with = "secs")]
+    pub ready_timeout_s: Duration,
+}
+
+fn default_deploy_port() -> u16 {
+    8000
+}
+
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(900)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    pub requests: u32,
+    pub concurrency: u32,
+    pub max_tokens: u32,
+    pub stream: bool,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            requests: 20,
+            concurrency: 4,
+            max_tokens: 64,
+            stream: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    pub listen: String,
+    /// File holding the token clients must present; default: generated in the data dir.
+    pub token_file: Option<PathBuf>,
+    pub max_clients: u32,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7777".into(),
+            token_file: None,
+            max_clients: 32,
+        }
+    }
+}
+
+/// Durations in YAML are seconds (`5`, `0.5`).
+pub mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        if !v.is_finite() || v <= 0.0 {
+            return Err(D::Error::custom(format!(
+                "a duration must be a positive number of seconds, got {v}"
+            )));
+        }
+        Duration::try_from_secs_f64(v)
+            .map_err(|e| D::Error::custom(format!("duration out of range: {e}")))
+    }
+}

@@ -1,0 +1,39 @@
+//! Commands: requests to the engine, from the TUI, the daemon's clients or the CLI. Each is
+//! answered with an ack or an error, never silently dropped.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    StartModel {
+        model: String,
+    },
+    /// An operator's stop: never restarted by policy.
+    StopModel {
+        model: String,
+    },
+    RestartModel {
+        model: String,
+    },
+}
+
+/// The engine accepted the command; the outcome arrives as events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct CommandError {
+    pub message: String,
+}
+
+impl CommandError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}

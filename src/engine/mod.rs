@@ -1,0 +1,195 @@
+//! The engine: owns every background task, takes [`Command`]s, emits [`Event`]s, and folds them
+//! into [`State`] through one reducer. The TUI, the daemon and `--json` output are its views.
+
+mod command;
+mod event;
+mod hub;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use color_eyre::eyre::{Result, WrapErr};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use command::{Ack, Command, CommandError};
+pub use event::*;
+pub use hub::{LOG_TAIL_LINES, Snapshot, Subscription};
+pub use state::*;
+
+use crate::config::{Config, GpuBackend};
+use crate::supervisor::{ModelProcesses, Supervisor};
+
+/// Producers' end of the event channel.
+pub type EventSink = mpsc::Sender<Event>;
+
+/// How many events may wait for the hub before producers wait (logs are dropped instead).
+pub const EVENT_QUEUE: usize = 4096;
+
+/// Everything the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    /// Model logs go here.
+    pub log_dir: PathBuf,
+    /// The PID ledger and other run-time state go here.
+    pub state_dir: PathBuf,
+    /// Overrides `gpu.backend` (the demo forces the simulated backend).
+    pub gpu_backend: Option<GpuBackend>,
+}
+
+struct CommandRequest {
+    command: Command,
+    reply: oneshot::Sender<Result<Ack, CommandError>>,
+}
+
+/// A cheap, cloneable way to talk to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    commands: mpsc::Sender<CommandRequest>,
+    hub: Arc<hub::Hub>,
+}
+
+impl EngineHandle {
+    /// Sends a command and waits for its ack or error.
+    pub async fn send(&self, command: Command) -> Result<Ack, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(CommandRequest { command, reply })
+            .await
+            .map_err(|_| CommandError::new("the engine has stopped"))?;
+        answer
+            .await
+            .map_err(|_| CommandError::new("the engine stopped before answering"))?
+    }
+
+    /// The current state plus every event after it, with no gap and no overlap.
+    pub fn subscribe(&self) -> Subscription {
+        self.hub.subscribe()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.hub.snapshot()
+    }
+}
+
+/// A running engine. Dropping it without [`Engine::shutdown`] still stops the model processes
+/// (their process groups are killed on drop), but not gracefully.
+pub struct Engine {
+    handle: EngineHandle,
+    cancel: CancellationToken,
+    supervisor: Supervisor,
+    tasks: tokio::task::JoinSet<()>,
+    events: EventSink,
+}
+
+impl Engine {
+    pub async fn start(opts: EngineOptions) -> Result<Engine> {
+        let host = crate::util::hostname();
+        let config_path = opts.config_path.as_ref().map(|p| p.display().to_string());
+        let initial = State::new(&opts.config, config_path, host.clone());
+        let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let hub = Arc::new(hub::Hub::new(initial, opts.config.logs.ring_lines));
+        let cancel = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(hub::run(hub.clone(), events_rx));
+
+        emit(
+            &events,
+            Event::Engine(EngineEvent {
+                ts: chrono::Utc::now(),
+                kind: EngineEventKind::Started {
+                    host,
+                    version: env!("CARGO_PKG_VERSION").into(),
+                },
+            }),
+        )
+        .await;
+
+        let processes = ModelProcesses::default();
+        let supervisor = Supervisor::start(&opts, events.clone(), processes.clone())
+            .await
+            .wrap_err("starting the model supervisor")?;
+        crate::gpu::spawn_sampler(&opts, events.clone(), processes, cancel.clone(), &mut tasks);
+
+        let (commands, commands_rx) = mpsc::channel(64);
+        tasks.spawn(route_commands(
+            commands_rx,
+            supervisor.clone_handle(),
+            cancel.clone(),
+        ));
+        Ok(Engine {
+            handle: EngineHandle { commands, hub },
+            cancel,
+            supervisor,
+            tasks,
+            events,
+        })
+    }
+
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// Orderly shutdown: stop every model (in parallel, within the largest stop timeout),
+    /// stop the samplers, then let the hub drain.
+    pub async fn shutdown(mut self, reason: &str) {
+        emit(
+            &self.events,
+            Event::Engine(EngineEvent {
+                ts: chrono::Utc::now(),
+                kind: EngineEventKind::Stopping {
+                    reason: reason.into(),
+                },
+            }),
+        )
+        .await;
+        self.supervisor.shutdown().await;
+        self.cancel.cancel();
+        emit(
+            &self.events,
+            Event::Engine(EngineEvent {
+                ts: chrono::Utc::now(),
+                kind: EngineEventKind::Stopped,
+            }),
+        )
+        .await;
+        drop(self.events);
+        // The hub ends when every sender is gone; the router ends on cancel.
+        drop(self.handle);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+async fn emit(sink: &EventSink, event: Event) {
+    // The hub only stops after every sender is dropped, so this cannot fail while we hold one.
+    let _ = sink.send(event).await;
+}
+
+async fn route_commands(
+    mut rx: mpsc::Receiver<CommandRequest>,
+    supervisor: crate::supervisor::SupervisorHandle,
+    cancel: CancellationToken,
+) {
+    loop {
+        let req = tokio::select! {
+            _ = cancel.cancelled() => break,
+            req = rx.recv() => match req { Some(r) => r, None => break },
+        };
+        let answer = match &req.command {
+            Command::StartModel { .. }
+            | Command::StopModel { .. }
+            | Command::RestartModel { .. } => supervisor.command(req.command.clone()).await,
+        };
+        let _ = req.reply.send(answer);
+    }
+    // Whatever is still queued gets an answer, not silence.
+    rx.close();
+    while let Ok(req) = rx.try_recv() {
+        let _ = req
+            .reply
+            .send(Err(CommandError::new("the engine is shutting down")));
+    }
+}

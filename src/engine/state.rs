@@ -1,0 +1,369 @@
+//! `State`: what a viewer needs to draw every pane, and the reducer that is the only code
+//! allowed to change it. Pure: the same events always give the same state.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::event::{Alert, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent};
+use crate::config::{Config, ModelConfig, RestartPolicy, TestKind};
+use crate::gpu::GpuState;
+use crate::logs::{LogBatch, LogSource};
+
+/// How many timeline entries a model keeps (the detail view's "recent events").
+pub const TIMELINE_LEN: usize = 32;
+/// How many alerts the state keeps.
+pub const ALERTS_LEN: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct State {
+    pub host: String,
+    pub version: String,
+    pub config_path: Option<String>,
+    pub running: bool,
+    pub models: Vec<ModelStatus>,
+    pub gpus: GpuState,
+    pub tests: Vec<TestStatus>,
+    pub shopper: ShopperStatus,
+    /// Per-source log counters; the lines themselves are events.
+    pub logs: BTreeMap<LogSource, LogStats>,
+    pub alerts: VecDeque<Alert>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelState {
+    #[default]
+    Stopped,
+    Starting,
+    Ready,
+    Unhealthy,
+    Crashed,
+    Backoff,
+    Failed,
+    Stopping,
+}
+
+impl ModelState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelState::Stopped => "stopped",
+            ModelState::Starting => "starting",
+            ModelState::Ready => "ready",
+            ModelState::Unhealthy => "unhealthy",
+            ModelState::Crashed => "crashed",
+            ModelState::Backoff => "backoff",
+            ModelState::Failed => "failed",
+            ModelState::Stopping => "stopping",
+        }
+    }
+
+    /// A process exists (or is about to) that an operator's quit would stop.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            ModelState::Starting
+                | ModelState::Ready
+                | ModelState::Unhealthy
+                | ModelState::Backoff
+                | ModelState::Stopping
+        )
+    }
+}
+
+/// What the Models pane shows of a model's configuration.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// Command line with secrets redacted.
+    pub command_line: String,
+    pub port: u16,
+    pub base_url: String,
+    pub policy: String,
+    pub health_path: String,
+    pub autostart: bool,
+}
+
+impl ModelSummary {
+    pub fn from_config(m: &ModelConfig) -> Self {
+        let mut words = vec![m.command.clone()];
+        words.extend(crate::util::redact_args(&m.args));
+        Self {
+            command_line: words.join(" "),
+            port: m.port,
+            base_url: m.base_url(),
+            policy: match m.restart.policy {
+                RestartPolicy::No => "no",
+                RestartPolicy::OnFailure => "on-failure",
+                RestartPolicy::Always => "always",
+            }
+            .into(),
+            health_path: m.health.path.clone(),
+            autostart: m.autostart,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub ts: DateTime<Utc>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub oom: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub ts: DateTime<Utc>,
+    pub state: ModelState,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ModelStatus {
+    pub id: String,
+    pub summary: ModelSummary,
+    pub state: ModelState,
+    /// Wall-clock time of the last state change (display only).
+    pub since: Option<DateTime<Utc>>,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub ooms: u32,
+    pub health: HealthMode,
+    pub last_exit: Option<ExitInfo>,
+    pub last_oom_line: Option<String>,
+    /// Current reason (why unhealthy, why backing off, why failed).
+    pub reason: Option<String>,
+    /// Backoff: the attempt about to be made and its delay, measured when the event was sent.
+    pub backoff_attempt: Option<u32>,
+    pub backoff_delay_ms: Option<u64>,
+    /// GPU memory held by this model's processes, summed over GPUs (from the latest sample).
+    pub gpu_memory_bytes: Option<u64>,
+    pub timeline: VecDeque<TimelineEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestStatus {
+    pub name: String,
+    pub kind: TestKind,
+    pub model: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ShopperStatus {
+    pub url: String,
+    pub health: ShopperHealth,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ShopperHealth {
+    /// Nothing has asked the shopper yet.
+    #[default]
+    Unknown,
+    Ok,
+    Unavailable {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LogStats {
+    pub lines: u64,
+    pub dropped: u64,
+    pub errors: u64,
+    pub ooms: u64,
+}
+
+impl State {
+    /// The state before any event: every configured model stopped, every test idle.
+    pub fn new(config: &Config, config_path: Option<String>, host: String) -> Self {
+        Self {
+            host,
+            version: env!("CARGO_PKG_VERSION").into(),
+            config_path,
+            running: false,
+            models: config
+                .models
+                .iter()
+                .map(|m| ModelStatus {
+                    id: m.id.clone(),
+                    summary: ModelSummary::from_config(m),
+                    ..Default::default()
+                })
+                .collect(),
+            gpus: GpuState::default(),
+            tests: config
+                .tests
+                .iter()
+                .map(|t| TestStatus {
+                    name: t.name.clone(),
+                    kind: t.kind,
+                    model: t.model.clone(),
+                })
+                .collect(),
+            shopper: ShopperStatus {
+                url: config.shopper.url.clone(),
+                health: ShopperHealth::Unknown,
+            },
+            logs: BTreeMap::new(),
+            alerts: VecDeque::new(),
+        }
+    }
+
+    pub fn model(&self, id: &str) -> Option<&ModelStatus> {
+        self.models.iter().find(|m| m.id == id)
+    }
+
+    /// The reducer.
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::Engine(e) => match &e.kind {
+                EngineEventKind::Started { host, version } => {
+                    self.host.clone_from(host);
+                    self.version.clone_from(version);
+                    self.running = true;
+                }
+                EngineEventKind::Stopping { .. } | EngineEventKind::Stopped => self.running = false,
+            },
+            Event::Model(e) => self.apply_model(e),
+            Event::Log(batch) => self.apply_logs(batch),
+            Event::Gpu(e) => {
+                self.gpus.apply(e);
+                self.join_gpu_memory();
+            }
+            Event::Alert(a) => push_bounded(&mut self.alerts, a.clone(), ALERTS_LEN),
+        }
+    }
+
+    fn apply_model(&mut self, e: &ModelEvent) {
+        let Some(m) = self.models.iter_mut().find(|m| m.id == e.model) else {
+            return;
+        };
+        m.since = Some(e.ts);
+        let (state, detail) = match &e.change {
+            ModelChange::Starting { pid, attempt } => {
+                m.pid = Some(*pid);
+                m.reason = None;
+                m.health = HealthMode::Unknown;
+                m.backoff_attempt = None;
+                m.backoff_delay_ms = None;
+                if *attempt > 0 {
+                    m.restarts += 1;
+                }
+                let detail = if *attempt > 0 {
+                    format!("pid {pid}, restart {attempt}")
+                } else {
+                    format!("pid {pid}")
+                };
+                (ModelState::Starting, detail)
+            }
+            ModelChange::Ready { health, startup_ms } => {
+                m.health = *health;
+                m.reason = None;
+                (
+                    ModelState::Ready,
+                    format!("ready after {}", crate::util::fmt_duration_ms(*startup_ms)),
+                )
+            }
+            ModelChange::Unhealthy { reason, .. } => {
+                m.reason = Some(reason.clone());
+                (ModelState::Unhealthy, reason.clone())
+            }
+            ModelChange::Crashed {
+                exit_code,
+                signal,
+                oom,
+                oom_line,
+                reason,
+            } => {
+                m.pid = None;
+                m.last_exit = Some(ExitInfo {
+                    ts: e.ts,
+                    exit_code: *exit_code,
+                    signal: *signal,
+                    oom: *oom,
+                });
+                if *oom {
+                    m.ooms += 1;
+                    m.last_oom_line.clone_from(oom_line);
+                }
+                m.reason = Some(reason.clone());
+                (ModelState::Crashed, reason.clone())
+            }
+            ModelChange::Backoff {
+                attempt,
+                delay_ms,
+                reason,
+            } => {
+                m.backoff_attempt = Some(*attempt);
+                m.backoff_delay_ms = Some(*delay_ms);
+                m.reason = Some(reason.clone());
+                (
+                    ModelState::Backoff,
+                    format!(
+                        "restart {attempt} in {}",
+                        crate::util::fmt_duration_ms(*delay_ms)
+                    ),
+                )
+            }
+            ModelChange::Failed { reason } => {
+                m.pid = None;
+                m.reason = Some(reason.clone());
+                (ModelState::Failed, reason.clone())
+            }
+            ModelChange::Stopping { reason } => (ModelState::Stopping, reason.clone()),
+            ModelChange::Stopped { reason } => {
+                m.pid = None;
+                m.backoff_attempt = None;
+                m.backoff_delay_ms = None;
+                m.reason.clone_from(reason);
+                (ModelState::Stopped, reason.clone().unwrap_or_default())
+            }
+        };
+        m.state = state;
+        push_bounded(
+            &mut m.timeline,
+            TimelineEntry {
+                ts: e.ts,
+                state,
+                detail,
+            },
+            TIMELINE_LEN,
+        );
+    }
+
+    fn apply_logs(&mut self, batch: &LogBatch) {
+        let stats = self.logs.entry(batch.source.clone()).or_default();
+        stats.lines += batch.lines.len() as u64;
+        stats.dropped += batch.dropped_before;
+        for line in &batch.lines {
+            stats.errors += u64::from(line.is_error());
+            stats.ooms += u64::from(line.oom);
+        }
+    }
+
+    /// Sums each model's GPU memory from the latest sample's process list.
+    fn join_gpu_memory(&mut self) {
+        for m in &mut self.models {
+            let mut total = None;
+            for gpu in &self.gpus.gpus {
+                for p in gpu
+                    .processes
+                    .iter()
+                    .filter(|p| p.model.as_deref() == Some(m.id.as_str()))
+                {
+                    *total.get_or_insert(0) += p.used_memory_bytes.unwrap_or(0);
+                }
+            }
+            m.gpu_memory_bytes = total;
+        }
+    }
+}
+
+fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, cap: usize) {
+    if queue.len() == cap {
+        queue.pop_front();
+    }
+    queue.push_back(item);
+}

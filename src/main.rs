@@ -1,0 +1,15 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use llmdeck::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match llmdeck::cmd::dispatch(cli) {
+        Ok(code) => code,
+        Err(report) => {
+            eprintln!("llmdeck: {report:?}");
+            llmdeck::exit::code(llmdeck::exit::FAILED)
+        }
+    }
+}

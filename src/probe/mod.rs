@@ -1,0 +1,3 @@
+//! The probe: smoke tests and benchmarks of OpenAI-compatible endpoints.
+
+pub mod cli;

@@ -1,0 +1,128 @@
+//! Small helpers shared by several parts.
+
+/// Replaces the values of arguments that look secret (`--api-key X`, `--token=X`) with `***`,
+/// so command lines can be shown and logged.
+pub fn redact_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut hide_next = false;
+    for arg in args {
+        if hide_next {
+            out.push("***".to_owned());
+            hide_next = false;
+            continue;
+        }
+        match arg.split_once('=') {
+            Some((flag, _)) if is_secret_flag(flag) => out.push(format!("{flag}=***")),
+            _ => {
+                hide_next = is_secret_flag(arg);
+                out.push(arg.clone());
+            }
+        }
+    }
+    out
+}
+
+fn is_secret_flag(flag: &str) -> bool {
+    let f = flag.trim_start_matches('-').to_ascii_lowercase();
+    flag.starts_with('-')
+        && ["key", "token", "secret", "password", "passwd"]
+            .iter()
+            .any(|s| f.contains(s))
+}
+
+/// `950ms`, `7s`, `2m05s`, `3h12m`.
+pub fn fmt_duration_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        _ if ms < 1000 => format!("{ms}ms"),
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// This machine's host name, or `localhost`.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Parses a command-line duration: plain seconds (`1`, `0.5`) or with a unit (`500ms`, `2m`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(std::time::Duration::from_secs_f64(secs));
+        }
+        return Err(format!(
+            "`{s}` is not a valid duration (a non-negative number of seconds)"
+        ));
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!("`{s}` is not a valid duration ({e}); try `1`, `0.5`, `500ms` or `2m`")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_secret_flags_in_both_forms() {
+        let args: Vec<String> = [
+            "serve",
+            "m",
+            "--api-key",
+            "sk-1",
+            "--token=abc",
+            "--port",
+            "8001",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            redact_args(&args),
+            [
+                "serve",
+                "m",
+                "--api-key",
+                "***",
+                "--token=***",
+                "--port",
+                "8001"
+            ]
+        );
+    }
+
+    #[test]
+    fn durations_format_compactly() {
+        assert_eq!(fmt_duration_ms(950), "950ms");
+        assert_eq!(fmt_duration_ms(7_000), "7s");
+        assert_eq!(fmt_duration_ms(125_000), "2m05s");
+        assert_eq!(fmt_duration_ms(3 * 3600_000 + 12 * 60_000), "3h12m");
+    }
+
+    #[test]
+    fn durations_parse_plain_and_with_units() {
+        assert_eq!(
+            parse_duration("1").unwrap(),
+            std::time::Duration::from_secs(1)
+        );
+        assert_eq!(
+            parse_duration("0.5").unwrap(),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("500ms").unwrap(),
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_duration("2m").unwrap(),
+            std::time::Duration::from_secs(120)
+        );
+        assert!(parse_duration("soon").is_err());
+    }
+}
