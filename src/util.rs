@@ -102,7 +102,7 @@ mod tests {
         assert_eq!(fmt_duration_ms(950), "950ms");
         assert_eq!(fmt_duration_ms(7_000), "7s");
         assert_eq!(fmt_duration_ms(125_000), "2m05s");
-        assert_eq!(fmt_duration_ms(3 * 3600_000 + 12 * 60_000), "3h12m");
+        assert_eq!(fmt_duration_ms(3 * 3_600_000 + 12 * 60_000), "3h12m");
     }
 
     #[test]

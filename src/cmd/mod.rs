@@ -7,6 +7,7 @@ use color_eyre::eyre::{Result, WrapErr};
 use crate::cli::{Cli, Command};
 
 pub mod config;
+pub mod engine_cmd;
 
 /// Runs the parsed command line; the returned code is the process's exit code.
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -16,25 +17,23 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         .build()
         .wrap_err("starting the async runtime")?;
     let global = cli.global;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match cli.command {
-            None => Ok(crate::exit::code(crate::exit::OK)),
-            Some(Command::Demo(_)) => Ok(crate::exit::code(crate::exit::OK)),
-            Some(Command::Daemon(_)) => Ok(crate::exit::code(crate::exit::OK)),
+            None => engine_cmd::tui(&global).await,
+            Some(Command::Demo(args)) => engine_cmd::demo(&args, &global).await,
+            Some(Command::Daemon(_)) => engine_cmd::daemon(&global).await,
             Some(Command::Config(cmd)) => config::run(cmd, &global).await,
             Some(Command::Gpus(args)) => crate::gpu::cli::run(args, &global).await,
             Some(Command::Probe(args)) => crate::probe::cli::run(args).await,
             Some(Command::MockLlm(args)) => crate::fakes::mock_llm::run(args).await,
             Some(Command::Completions { shell }) => {
                 use clap::CommandFactory;
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "llmdeck",
-                    &mut std::io::stdout(),
-                );
+                clap_complete::generate(shell, &mut Cli::command(), "llmdeck", &mut std::io::stdout());
                 Ok(crate::exit::code(crate::exit::OK))
             }
         }
-    })
+    });
+    // Don't let a stuck blocking task hold the exit hostage.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    code
 }

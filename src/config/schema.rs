@@ -1,4 +1,8 @@
 //! The configuration schema with its defaults. Field names are the YAML keys.
+//!
+//! Each field's meaning, default and allowed range is documented once, in
+//! `config.example.yaml` (the text `llmdeck config init` writes); the range checks live in
+//! `validate.rs`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,11 +33,7 @@ pub struct UiConfig {
 
 impl Default for UiConfig {
     fn default() -> Self {
-        Self {
-            refresh_ms: 1000,
-            theme: Theme::Default,
-            mouse: false,
-        }
+        Self { refresh_ms: 1000, theme: Theme::Default, mouse: false }
     }
 }
 
@@ -60,13 +60,7 @@ pub struct GpuConfig {
 
 impl Default for GpuConfig {
     fn default() -> Self {
-        Self {
-            backend: GpuBackend::Auto,
-            nvml_library: None,
-            sample_ms: 1000,
-            history_s: 600,
-            simulated_count: 2,
-        }
+        Self { backend: GpuBackend::Auto, nvml_library: None, sample_ms: 1000, history_s: 600, simulated_count: 2 }
     }
 }
 
@@ -93,12 +87,7 @@ pub struct LogsConfig {
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        Self {
-            dir: None,
-            max_file_mb: 50,
-            keep_files: 5,
-            ring_lines: 20_000,
-        }
+        Self { dir: None, max_file_mb: 50, keep_files: 5, ring_lines: 20_000 }
     }
 }
 
@@ -216,11 +205,7 @@ pub struct ShopperConfig {
 
 impl Default for ShopperConfig {
     fn default() -> Self {
-        Self {
-            url: "http://localhost:8080".into(),
-            consumer_id: "llmdeck-local".into(),
-            auto_cleanup_orphans: true,
-        }
+        Self { url: "http://localhost:8080".into(), consumer_id: "llmdeck-local".into(), auto_cleanup_orphans: true }
     }
 }
 
@@ -284,12 +269,7 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self {
-            requests: 20,
-            concurrency: 4,
-            max_tokens: 64,
-            stream: true,
-        }
+        Self { requests: 20, concurrency: 4, max_tokens: 64, stream: true }
     }
 }
 
@@ -304,11 +284,7 @@ pub struct DaemonConfig {
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:7777".into(),
-            token_file: None,
-            max_clients: 32,
-        }
+        Self { listen: "127.0.0.1:7777".into(), token_file: None, max_clients: 32 }
     }
 }
 
@@ -325,11 +301,8 @@ pub mod secs {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
         if !v.is_finite() || v <= 0.0 {
-            return Err(D::Error::custom(format!(
-                "a duration must be a positive number of seconds, got {v}"
-            )));
+            return Err(D::Error::custom(format!("a duration must be a positive number of seconds, got {v}")));
         }
-        Duration::try_from_secs_f64(v)
-            .map_err(|e| D::Error::custom(format!("duration out of range: {e}")))
+        Duration::try_from_secs_f64(v).map_err(|e| D::Error::custom(format!("duration out of range: {e}")))
     }
 }

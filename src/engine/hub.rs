@@ -15,7 +15,7 @@ use crate::logs::{LogLine, LogSource};
 /// How many recent lines per source a snapshot carries, so a fresh viewer is not blank.
 pub const LOG_TAIL_LINES: usize = 300;
 /// Events a slow viewer may fall behind by before it must resubscribe.
-const FANOUT_CAPACITY: usize = 4096;
+const FANOUT_CAPACITY: usize = 1024;
 
 /// What a viewer needs after (re)connecting.
 #[derive(Debug, Clone, Serialize, Deserialize)]

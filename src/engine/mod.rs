@@ -25,7 +25,7 @@ use crate::supervisor::{ModelProcesses, Supervisor};
 pub type EventSink = mpsc::Sender<Event>;
 
 /// How many events may wait for the hub before producers wait (logs are dropped instead).
-pub const EVENT_QUEUE: usize = 4096;
+pub const EVENT_QUEUE: usize = 1024;
 
 /// Everything the engine needs to start.
 #[derive(Debug, Clone)]
@@ -95,6 +95,7 @@ impl Engine {
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(hub::run(hub.clone(), events_rx));
+        crate::logs::app_layer::connect(&events);
 
         emit(
             &events,

@@ -1,29 +1,24 @@
 //! GPUs: the `GpuSource` backends (NVML, simulated, none), the sampler thread with its
 //! watchdog, history, and the `gpus` command.
+//!
+//! - [`nvml`]: NVML through `nvml-wrapper`, loaded at run time (`gpu.nvml_library`, else
+//!   `$LLMDECK_NVML_LIB`, else the system's `libnvidia-ml.so.1`).
+//! - [`simulated`]: plausible readings that follow the running models (for `demo`).
+//! - none: `BackendStatus::None` with the reason (the NVML load error in one line).
+//!
+//! The engine calls [`spawn_sampler`]; its events ([`GpuEvent`] inside `Event::Gpu`, plus
+//! alerts) are folded into [`GpuState`] by [`GpuState::apply`].
 
 pub mod cli;
+pub mod nvml;
+mod sampler;
+pub mod simulated;
+mod source;
 mod types;
 
+pub use sampler::{MIN_INTERVAL, SamplerConfig, spawn_sampler, start};
+pub use source::{
+    Call, CallTracker, EnergyIntegrator, GpuSource, InFlight, XidEvent, map_models,
+    throttle_words, xid_meaning,
+};
 pub use types::*;
-
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-
-use crate::engine::{EngineOptions, Event, EventSink};
-use crate::supervisor::ModelProcesses;
-
-/// Starts the GPU sampler for the engine (backend per config, or the override).
-pub fn spawn_sampler(
-    _opts: &EngineOptions,
-    sink: EventSink,
-    _processes: ModelProcesses,
-    _cancel: CancellationToken,
-    tasks: &mut JoinSet<()>,
-) {
-    tasks.spawn(async move {
-        let status = BackendStatus::None {
-            reason: "GPU monitoring is not built yet".into(),
-        };
-        let _ = sink.send(Event::Gpu(GpuEvent::Backend { status })).await;
-    });
-}

@@ -6,9 +6,11 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod app_layer;
 pub mod file;
 pub mod level;
 pub mod ring;
+pub mod search;
 
 pub use level::Level;
 

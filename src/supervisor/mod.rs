@@ -1,37 +1,114 @@
 //! The model supervisor: one task per model, process groups, restart policy with backoff,
 //! readiness and health probes, OOM detection, log capture.
 
+pub mod capture;
+mod health;
+mod ledger;
+mod model;
+pub mod oom;
+pub mod policy;
+mod process;
 mod registry;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use color_eyre::eyre::{Result, WrapErr};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 pub use registry::ModelProcesses;
 
-use color_eyre::eyre::Result;
+use crate::engine::{Ack, Alert, Command, CommandError, EngineOptions, Event, EventSink, Severity};
+use crate::logs::file::RotatingFile;
+use model::{ModelTask, Request, Shared};
 
-use crate::engine::{Ack, Command, CommandError, EngineOptions, EventSink};
+pub struct Supervisor {
+    handle: SupervisorHandle,
+    tasks: JoinSet<()>,
+    ledger: Option<ledger::Ledger>,
+    /// The longest stop timeout: shutdown waits that long (plus a margin) at most.
+    max_stop_timeout: Duration,
+}
 
-pub struct Supervisor {}
-
+/// Routes commands to the model tasks.
 #[derive(Clone)]
-pub struct SupervisorHandle {}
+pub struct SupervisorHandle {
+    models: BTreeMap<String, mpsc::Sender<Request>>,
+}
 
 impl Supervisor {
-    pub async fn start(
-        _opts: &EngineOptions,
-        _events: EventSink,
-        _processes: ModelProcesses,
-    ) -> Result<Self> {
-        Ok(Self {})
+    pub async fn start(opts: &EngineOptions, events: EventSink, processes: ModelProcesses) -> Result<Self> {
+        let ledger = ledger::Ledger::open(&opts.state_dir)
+            .wrap_err_with(|| format!("recording this run in the PID ledger under {}", opts.state_dir.display()))?;
+        report_leftovers(&events, ledger::sweep(&opts.state_dir, ledger.run_id())).await;
+
+        let spawner = process::Spawner::start().wrap_err("starting the process spawner thread")?;
+        let shared = Shared { events, processes, spawner, run_id: ledger.run_id().to_owned() };
+        let max_bytes = opts.config.logs.max_file_mb.saturating_mul(1024 * 1024);
+        let keep = opts.config.logs.keep_files as usize;
+        let mut tasks = JoinSet::new();
+        let mut models = BTreeMap::new();
+        for cfg in &opts.config.models {
+            let file = RotatingFile::open(&opts.log_dir, &cfg.id, max_bytes, keep)
+                .wrap_err_with(|| format!("opening the log file of {} in {}", cfg.id, opts.log_dir.display()))?;
+            let (tx, rx) = mpsc::channel(16);
+            tasks.spawn(ModelTask::new(cfg.clone(), shared.clone(), file).run(rx));
+            models.insert(cfg.id.clone(), tx);
+        }
+        let max_stop_timeout = opts.config.models.iter().map(|m| m.stop_timeout_s).max().unwrap_or_default();
+        Ok(Self { handle: SupervisorHandle { models }, tasks, ledger: Some(ledger), max_stop_timeout })
     }
 
     pub fn clone_handle(&self) -> SupervisorHandle {
-        SupervisorHandle {}
+        self.handle.clone()
     }
 
-    pub async fn shutdown(&mut self) {}
+    /// Stops every model in parallel; returns once all are gone (SIGKILL has been sent to
+    /// any that outlived its stop timeout).
+    pub async fn shutdown(&mut self) {
+        let mut waits = Vec::new();
+        for tx in self.handle.models.values() {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Request::Shutdown(done)).await.is_ok() {
+                waits.push(wait);
+            }
+        }
+        let limit = self.max_stop_timeout + Duration::from_secs(5);
+        let all = futures::future::join_all(waits);
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::error!("models did not stop within {limit:?}; their process groups are killed on drop");
+            self.tasks.abort_all();
+        }
+        while self.tasks.join_next().await.is_some() {}
+        if let Some(ledger) = self.ledger.take() {
+            ledger.close();
+        }
+    }
 }
 
 impl SupervisorHandle {
-    pub async fn command(&self, _command: Command) -> Result<Ack, CommandError> {
-        Err(CommandError::new("not built yet"))
+    pub async fn command(&self, command: Command) -> Result<Ack, CommandError> {
+        let (id, make): (&str, fn(model::Reply) -> Request) = match &command {
+            Command::StartModel { model } => (model, Request::Start),
+            Command::StopModel { model } => (model, Request::Stop),
+            Command::RestartModel { model } => (model, Request::Restart),
+        };
+        let Some(tx) = self.models.get(id) else {
+            return Err(CommandError::new(format!("no model `{id}` in the configuration")));
+        };
+        let (reply, answer) = oneshot::channel();
+        tx.send(make(reply)).await.map_err(|_| CommandError::new(format!("{id}'s supervisor has stopped")))?;
+        answer.await.map_err(|_| CommandError::new(format!("{id}'s supervisor stopped before answering")))?
+    }
+}
+
+async fn report_leftovers(events: &EventSink, leftovers: Vec<ledger::Leftover>) {
+    for l in leftovers {
+        let message = format!("ended leftover model process {} (`{}`) from llmdeck run {} that died without stopping it", l.pid, l.command, l.run_id);
+        tracing::warn!("{message}");
+        let alert = Alert { ts: Utc::now(), severity: Severity::Warning, source: "supervisor".into(), message };
+        let _ = events.send(Event::Alert(alert)).await;
     }
 }

@@ -1,4 +1,204 @@
 //! The terminal UI: event loop, panes, keymap, theme, help. Components only draw and handle
-//! keys; all work happens in the engine.
+//! keys; all work happens in the engine, which the loop talks to through an [`EngineHandle`].
+//!
+//! The loop blocks on one `select!` over terminal input, engine events, command answers,
+//! signals and timers, and redraws only when something changed (at most ~30 frames a second
+//! during a flood), or when a clock or spinner on screen moves.
 
+pub mod app;
+pub mod gpus_pane;
+pub mod keymap;
+pub mod logs_view;
+pub mod models_pane;
+pub mod terminal;
+pub mod tests_pane;
 pub mod theme;
+pub mod view;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use color_eyre::eyre::{Result, WrapErr};
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures::StreamExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{Instant, sleep_until};
+
+use crate::engine::{Ack, CommandError, EngineHandle, Severity};
+use app::{App, Effect, Origin};
+use logs_view::LogEffect;
+use terminal::TerminalGuard;
+use theme::Theme;
+use view::ViewCtx;
+
+/// Shortest time between two frames while events stream in.
+const MIN_FRAME: Duration = Duration::from_millis(33);
+/// Spinner speed while something is starting or counting down.
+const SPINNER_TICK: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone)]
+pub struct TuiOptions {
+    pub mouse: bool,
+    pub color: bool,
+    /// Clock and countdown refresh.
+    pub refresh: Duration,
+    pub ring_lines: usize,
+    pub origin: Origin,
+    /// Where model log files are, for `o` (open in $PAGER).
+    pub log_dir: PathBuf,
+}
+
+/// Why the TUI ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// The operator quit.
+    Quit,
+    /// A signal asked us to stop (its name).
+    Signal(&'static str),
+    /// The engine went away.
+    EngineGone,
+}
+
+/// Whether colours should be used: `--no-color`, `NO_COLOR` and `ui.theme: monochrome` turn
+/// them off.
+pub fn colors_enabled(no_color_flag: bool, monochrome_theme: bool) -> bool {
+    let no_color_env = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !(no_color_flag || no_color_env || monochrome_theme)
+}
+
+pub async fn run(engine: EngineHandle, opts: TuiOptions) -> Result<Exit> {
+    let mut guard = TerminalGuard::take(opts.mouse)?;
+    let result = event_loop(&mut guard, engine, &opts).await;
+    drop(guard);
+    result
+}
+
+async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiOptions) -> Result<Exit> {
+    let theme = Theme::new(opts.color);
+    let mut sub = engine.subscribe();
+    let mut app = App::new(sub.snapshot, opts.origin.clone(), opts.ring_lines);
+    let mut events = sub.events;
+    let mut input = EventStream::new();
+    let (answers_tx, mut answers) = mpsc::channel::<Result<Ack, CommandError>>(32);
+    let mut sigint = signal(SignalKind::interrupt()).wrap_err("listening for SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).wrap_err("listening for SIGTERM")?;
+    let mut sighup = signal(SignalKind::hangup()).wrap_err("listening for SIGHUP")?;
+
+    let mut spinner = 0usize;
+    let mut dirty = true;
+    let mut last_frame = Instant::now() - MIN_FRAME;
+    let mut next_tick = Instant::now() + opts.refresh;
+    let mut next_spin = Instant::now() + SPINNER_TICK;
+
+    loop {
+        if dirty && last_frame.elapsed() >= MIN_FRAME {
+            let ctx = ViewCtx { now: std::time::Instant::now(), wall: chrono::Local::now().fixed_offset(), theme, spinner };
+            guard.terminal.draw(|f| view::draw(f, &mut app, &ctx)).wrap_err("drawing the screen")?;
+            last_frame = Instant::now();
+            dirty = false;
+        }
+        let frame_due = dirty.then_some(last_frame + MIN_FRAME);
+        let spin_due = app.has_live_timers().then_some(next_spin);
+
+        tokio::select! {
+            maybe = input.next() => match maybe {
+                Some(Ok(TermEvent::Key(key))) => {
+                    let effects = app.on_key(key);
+                    dirty = true;
+                    for effect in effects {
+                        match effect {
+                            Effect::Quit => return Ok(Exit::Quit),
+                            Effect::Send(command) => {
+                                let (engine, tx) = (engine.clone(), answers_tx.clone());
+                                tokio::spawn(async move {
+                                    let _ = tx.send(engine.send(command).await).await;
+                                });
+                            }
+                            Effect::Log(LogEffect::OpenInPager(source)) => {
+                                drop(input);
+                                open_in_pager(guard, &opts.log_dir, &source, &mut app).await;
+                                input = EventStream::new();
+                            }
+                            Effect::Log(LogEffect::Clipboard(sequence)) => {
+                                if let Err(e) = terminal::write_raw(sequence.as_bytes()) {
+                                    app.show_toast(format!("copy failed: {e}"), Severity::Error);
+                                } else {
+                                    app.show_toast("copied the line to the clipboard (OSC 52)", Severity::Info);
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(Ok(TermEvent::Resize(..) | TermEvent::FocusGained)) => dirty = true,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e).wrap_err("reading the terminal"),
+                None => return Ok(Exit::Quit),
+            },
+            received = events.recv() => match received {
+                Ok(event) => {
+                    app.on_event(&event);
+                    dirty = true;
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    sub = engine.subscribe();
+                    events = sub.events;
+                    app.resync(sub.snapshot, missed);
+                    dirty = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(Exit::EngineGone),
+            },
+            Some(answer) = answers.recv() => {
+                match answer {
+                    Ok(ack) => app.show_toast(ack.message, Severity::Info),
+                    Err(e) => app.show_toast(e.message, Severity::Error),
+                }
+                dirty = true;
+            }
+            _ = sigint.recv() => return Ok(Exit::Signal("SIGINT")),
+            _ = sigterm.recv() => return Ok(Exit::Signal("SIGTERM")),
+            _ = sighup.recv() => return Ok(Exit::Signal("SIGHUP")),
+            () = sleep_until(next_tick) => {
+                next_tick = Instant::now() + opts.refresh;
+                app.expire_toast();
+                dirty = true; // the clock
+            }
+            () = sleep_opt(spin_due) => {
+                spinner = spinner.wrapping_add(1);
+                next_spin = Instant::now() + SPINNER_TICK;
+                dirty = true;
+            }
+            () = sleep_opt(frame_due) => {}
+        }
+    }
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Suspends the TUI, shows the source's log file in `$PAGER` (default `less`), and comes back.
+async fn open_in_pager(guard: &mut TerminalGuard, log_dir: &std::path::Path, source: &crate::logs::LogSource, app: &mut App) {
+    let path = log_dir.join(format!("{}.log", crate::logs::file::sanitize_file_stem(source.name())));
+    if !path.exists() {
+        app.show_toast(format!("no log file for {source} at {}", path.display()), Severity::Warning);
+        return;
+    }
+    let pager = std::env::var("PAGER").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| "less".into());
+    let mut words = pager.split_whitespace();
+    let program = words.next().unwrap_or("less").to_owned();
+    let args: Vec<String> = words.map(str::to_owned).collect();
+    guard.suspend();
+    let status = tokio::process::Command::new(&program).args(&args).arg(&path).status().await;
+    if let Err(e) = guard.resume() {
+        tracing::error!("taking the terminal back after the pager: {e:?}");
+    }
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => app.show_toast(format!("{program} exited with {s}"), Severity::Warning),
+        Err(e) => app.show_toast(format!("cannot run {program}: {e} (set $PAGER)"), Severity::Error),
+    }
+}

@@ -1,0 +1,214 @@
+//! The commands that run the engine: the in-process TUI (`llmdeck`), `demo` and `daemon`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use color_eyre::eyre::{Result, WrapErr};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::broadcast;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::cli::{DemoArgs, GlobalArgs};
+use crate::config::{self, Config, GpuBackend};
+use crate::engine::{Engine, EngineEventKind, EngineOptions, Event};
+use crate::exit;
+use crate::tui::{self, Exit, TuiOptions, app::Origin};
+
+/// The demo's configuration, with `${...}` filled in by [`demo`].
+pub const DEMO_CONFIG: &str = include_str!("../../assets/demo.yaml");
+
+/// Where the config comes from: `--config`/`LLMDECK_CONFIG`, else the XDG path.
+pub fn config_path(global: &GlobalArgs) -> Option<PathBuf> {
+    config::config_path(global.config.as_deref())
+}
+
+/// Loads the config for commands that need one, or explains what to do and gives exit 2.
+pub async fn load_config(global: &GlobalArgs) -> std::result::Result<(Config, PathBuf), ExitCode> {
+    let Some(path) = config_path(global) else {
+        eprintln!("llmdeck: cannot work out a config path (no home directory); pass --config PATH");
+        return Err(exit::code(exit::USAGE));
+    };
+    if !path.exists() {
+        eprintln!("llmdeck: no configuration file at {}", path.display());
+        eprintln!("  try `llmdeck demo` to see llmdeck on built-in mock models,");
+        eprintln!("  or `llmdeck config init` to write a documented example there, then edit it.");
+        return Err(exit::code(exit::USAGE));
+    }
+    let loaded = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || config::load(&path)).await
+    };
+    match loaded {
+        Ok(Ok(cfg)) => Ok((cfg, path)),
+        Err(join_error) => {
+            eprintln!("llmdeck: reading the configuration failed: {join_error}");
+            Err(exit::code(exit::FAILED))
+        }
+        Ok(Err(errors)) => {
+            eprintln!("{errors}");
+            Err(exit::code(exit::USAGE))
+        }
+    }
+}
+
+/// llmdeck's own log: a file in the state dir, plus the Logs pane (info and above).
+fn init_tracing(state_dir: &Path) -> Result<tracing_appender::non_blocking::WorkerGuard> {
+    std::fs::create_dir_all(state_dir).wrap_err_with(|| format!("creating {}", state_dir.display()))?;
+    let appender = tracing_appender::rolling::never(state_dir, "llmdeck.log");
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LLMDECK_LOG").unwrap_or_else(|_| "info".into());
+    let file_layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false);
+    // A second init (tests running several commands in one process) is harmless.
+    let _ = tracing_subscriber::registry().with(filter).with(file_layer).with(crate::logs::app_layer::AppLogLayer).try_init();
+    Ok(guard)
+}
+
+fn engine_options(config: Config, paths: config::Paths, config_path: Option<PathBuf>, gpu_backend: Option<GpuBackend>) -> Result<EngineOptions> {
+    paths.create_dirs().wrap_err_with(|| format!("creating llmdeck's directories under {}", paths.state_dir.display()))?;
+    Ok(EngineOptions { log_dir: paths.log_dir, state_dir: paths.state_dir, config, config_path, gpu_backend })
+}
+
+/// Options for a config read from `path`, with the XDG data and state dirs.
+fn engine_options_for(config: Config, path: PathBuf) -> Result<EngineOptions> {
+    let paths = config::Paths::resolve(&config, Some(&path)).map_err(|e| color_eyre::eyre::eyre!("{e}"))?;
+    engine_options(config, paths, Some(path), None)
+}
+
+/// `llmdeck`: the TUI with the engine in-process.
+pub async fn tui(global: &GlobalArgs) -> Result<ExitCode> {
+    let (config, path) = match load_config(global).await {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let opts = engine_options_for(config, path)?;
+    run_tui(opts, global, "in-process").await
+}
+
+async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result<ExitCode> {
+    crate::tui::terminal::install_panic_hook()?;
+    let _log_guard = init_tracing(&opts.state_dir)?;
+    let ui = opts.config.ui.clone();
+    let tui_opts = TuiOptions {
+        mouse: ui.mouse,
+        color: tui::colors_enabled(global.no_color, ui.theme == config::Theme::Monochrome),
+        refresh: std::time::Duration::from_millis(ui.refresh_ms.max(100)),
+        ring_lines: opts.config.logs.ring_lines,
+        origin: Origin { mode: mode.to_owned() },
+        log_dir: opts.log_dir.clone(),
+    };
+    let engine = Engine::start(opts).await.wrap_err("starting the engine")?;
+    let outcome = tui::run(engine.handle(), tui_opts).await;
+    // The terminal is restored by now: progress can go to stderr.
+    let active = engine.handle().snapshot().state.models.iter().filter(|m| m.state.is_active()).count();
+    if active > 0 {
+        eprintln!("llmdeck: stopping {active} model{}…", if active == 1 { "" } else { "s" });
+    }
+    engine.shutdown("the operator quit").await;
+    match outcome? {
+        Exit::Quit | Exit::EngineGone => Ok(exit::code(exit::OK)),
+        Exit::Signal("SIGINT") => Ok(exit::code(exit::CANCELLED)),
+        Exit::Signal(_) => Ok(exit::code(exit::OK)),
+    }
+}
+
+/// `llmdeck demo`: the TUI on the embedded demo, in a temporary directory.
+pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
+    let dir = tempfile::Builder::new().prefix("llmdeck-demo-").tempdir().wrap_err("creating the demo's temporary directory")?;
+    let text = demo_config_text(dir.path())?;
+    let config = match config::load_str(&text, "embedded demo config (assets/demo.yaml)") {
+        Ok(c) => c,
+        Err(errors) => {
+            // A broken embedded config is our bug, but say it plainly.
+            eprintln!("{errors}");
+            return Ok(exit::code(exit::FAILED));
+        }
+    };
+    let paths = config::Paths::under(dir.path(), &config);
+    let opts = engine_options(config, paths, None, Some(GpuBackend::Simulated))?;
+    let code = run_tui(opts, global, "demo").await;
+    if args.keep_dir {
+        let kept = dir.keep();
+        eprintln!("llmdeck: the demo's logs are in {}", kept.display());
+    }
+    code
+}
+
+/// The demo config with this binary's path, free loopback ports and the temp dir filled in.
+pub fn demo_config_text(dir: &Path) -> Result<String> {
+    let exe = std::env::current_exe().wrap_err("finding the llmdeck executable for the demo's mock models")?;
+    let mut text = DEMO_CONFIG.replace("${LLMDECK_EXE}", &exe.display().to_string()).replace("${DEMO_DIR}", &dir.display().to_string());
+    for n in 1..=4 {
+        let placeholder = format!("${{DEMO_PORT_{n}}}");
+        if text.contains(&placeholder) {
+            text = text.replace(&placeholder, &free_port()?.to_string());
+        }
+    }
+    Ok(text)
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").wrap_err("finding a free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// `llmdeck daemon`: the engine without a TUI; one JSON object per event on stdout.
+pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
+    let (config, path) = match load_config(global).await {
+        Ok(loaded) => loaded,
+        Err(code) => return Ok(code),
+    };
+    let opts = engine_options_for(config, path)?;
+    let _log_guard = init_tracing(&opts.state_dir)?;
+    eprintln!(
+        "llmdeck daemon: supervising {} model(s); model logs in {}; events on stdout",
+        opts.config.models.len(),
+        opts.log_dir.display()
+    );
+    let mut sigint = signal(SignalKind::interrupt()).wrap_err("listening for SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).wrap_err("listening for SIGTERM")?;
+    let engine = Engine::start(opts).await.wrap_err("starting the engine")?;
+    let sub = engine.handle().subscribe();
+    // A thread: a slow reader of stdout must never stall the runtime.
+    let printer = std::thread::Builder::new()
+        .name("llmdeck-events-out".into())
+        .spawn(move || print_events(sub.events))
+        .wrap_err("starting the event printer")?;
+    let reason = tokio::select! {
+        _ = sigint.recv() => "SIGINT",
+        _ = sigterm.recv() => "SIGTERM",
+    };
+    eprintln!("llmdeck daemon: {reason}: stopping every model");
+    engine.shutdown(reason).await;
+    let _ = tokio::task::spawn_blocking(move || printer.join()).await;
+    Ok(exit::code(exit::OK))
+}
+
+/// Prints events as JSON lines until the engine says it stopped.
+fn print_events(mut events: broadcast::Receiver<std::sync::Arc<Event>>) {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    loop {
+        let event = match events.blocking_recv() {
+            Ok(e) => e,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                let _ = writeln!(out, "{{\"type\":\"lagged\",\"missed\":{missed}}}");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => break,
+        };
+        if serde_json::to_writer(&mut out, event.as_ref()).is_err() || writeln!(out).is_err() {
+            break; // stdout is gone (closed pipe): nobody is listening
+        }
+        if events.is_empty() && out.flush().is_err() {
+            break;
+        }
+        if let Event::Engine(e) = event.as_ref()
+            && e.kind == EngineEventKind::Stopped
+        {
+            break;
+        }
+    }
+    let _ = out.flush();
+}

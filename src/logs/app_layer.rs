@@ -1,0 +1,63 @@
+//! llmdeck's own tracing events (info and above) as a log source in the Logs pane.
+
+use std::sync::{Mutex, OnceLock};
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tracing::field::{Field, Visit};
+use tracing::{Event as TracingEvent, Level as TracingLevel, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+
+use super::{Level, LogBatch, LogLine, LogSource, Stream};
+use crate::engine::Event;
+
+/// Weak, so llmdeck's own logging never keeps the engine's event channel open.
+static SINK: OnceLock<Mutex<Option<mpsc::WeakSender<Event>>>> = OnceLock::new();
+
+/// Routes llmdeck's own log events into this engine from now on.
+pub fn connect(sink: &mpsc::Sender<Event>) {
+    let slot = SINK.get_or_init(|| Mutex::new(None));
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.downgrade());
+}
+
+/// The tracing layer; events before [`connect`] only go to the file.
+pub struct AppLogLayer;
+
+impl<S: Subscriber> Layer<S> for AppLogLayer {
+    fn on_event(&self, event: &TracingEvent<'_>, _ctx: Context<'_, S>) {
+        let level = match *event.metadata().level() {
+            TracingLevel::ERROR => Level::Error,
+            TracingLevel::WARN => Level::Warn,
+            TracingLevel::INFO => Level::Info,
+            _ => return,
+        };
+        let Some(sink) = SINK.get().and_then(|s| s.lock().ok()?.as_ref()?.upgrade()) else { return };
+        let mut text = String::new();
+        event.record(&mut MessageVisitor(&mut text));
+        let line = LogLine { ts: Utc::now(), stream: Stream::Internal, level: Some(level), text, truncated: false, oom: false };
+        // Never wait: logging must not slow anything down.
+        let _ = sink.try_send(Event::Log(LogBatch { source: LogSource::App, lines: vec![line], dropped_before: 0 }));
+    }
+}
+
+struct MessageVisitor<'a>(&'a mut String);
+
+impl Visit for MessageVisitor<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.0, " {}={value:?}", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.push_str(value);
+        } else {
+            self.0.push_str(&format!(" {}={value}", field.name()));
+        }
+    }
+}

@@ -1,0 +1,630 @@
+//! One request on the wire: send, read (streaming or not) under its own timeouts, classify.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::answer::{self, Usage};
+use super::outcome::{Failure, Outcome, error_chain};
+use super::prompts::answer_matches;
+use super::{Endpoint, Timeouts};
+
+/// A non-streaming answer larger than this is refused as malformed (bounded buffers).
+pub const MAX_BODY_BYTES: usize = 8 << 20;
+/// Only this much of an error body is read for its message.
+const MAX_ERROR_BODY_BYTES: usize = 16 << 10;
+/// Only this much of the answer text is kept for the expected-answer check.
+const MAX_ANSWER_CHARS: usize = 16 << 10;
+
+/// What happened to one request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestRecord {
+    pub outcome: Outcome,
+    /// The HTTP status, when a response arrived.
+    pub status: Option<u16>,
+    /// Sending to the last byte of the answer (`[DONE]` when streaming), or to the failure.
+    pub latency: Duration,
+    /// Streaming: sending to the first content token (kept for failed and cancelled requests too).
+    pub ttft: Option<Duration>,
+    /// Streaming: gaps between consecutive content chunks.
+    pub itl: Vec<Duration>,
+    pub prompt_tokens: Option<u64>,
+    /// From `usage` when the server sent it; else counted chunks (streaming) or estimated from
+    /// the text (4 characters a token), and `tokens_estimated` is set.
+    pub completion_tokens: u64,
+    pub tokens_estimated: bool,
+    /// Successful answers to prompts with an expected answer: whether it was there.
+    pub answer_matched: Option<bool>,
+    /// The failure's message.
+    pub error: Option<String>,
+}
+
+/// Sends requests of one probe run: one client, one URL, one set of timeouts.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    client: reqwest::Client,
+    url: String,
+    auth: Option<HeaderValue>,
+    endpoint: Endpoint,
+    stream: bool,
+    timeouts: Timeouts,
+}
+
+impl Requester {
+    pub fn new(
+        client: reqwest::Client,
+        base_url: &str,
+        auth: Option<HeaderValue>,
+        endpoint: Endpoint,
+        stream: bool,
+        timeouts: Timeouts,
+    ) -> Self {
+        Self {
+            client,
+            url: format!("{base_url}{}", endpoint.path()),
+            auth,
+            endpoint,
+            stream,
+            timeouts,
+        }
+    }
+
+    /// Runs one request to its end, whatever happens; never fails, it classifies.
+    pub async fn execute(
+        &self,
+        body: Bytes,
+        expected: Option<&str>,
+        cancel: &CancellationToken,
+    ) -> RequestRecord {
+        let clock = Clock::start(&self.timeouts, cancel);
+        let mut tally = Tally::default();
+        let result = self.exchange(body, &clock, &mut tally).await;
+        let end = tally.finished_at.unwrap_or_else(Instant::now);
+        let mut record = RequestRecord {
+            outcome: Outcome::Success,
+            status: tally.status,
+            latency: end - clock.start,
+            ttft: tally.first_token.map(|t| t - clock.start),
+            prompt_tokens: tally.usage.and_then(|u| u.prompt_tokens),
+            ..RequestRecord::default()
+        };
+        (record.completion_tokens, record.tokens_estimated) = tally.completion_tokens(self.stream);
+        record.itl = tally.itl;
+        match result {
+            Ok(()) => {
+                record.answer_matched = expected.map(|e| answer_matches(&tally.answer, e));
+            }
+            Err(failure) => {
+                record.outcome = failure.outcome;
+                record.error = Some(failure.message);
+            }
+        }
+        record
+    }
+
+    async fn exchange(
+        &self,
+        body: Bytes,
+        clock: &Clock<'_>,
+        tally: &mut Tally,
+    ) -> Result<(), Failure> {
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(auth) = &self.auth {
+            request = request.header(AUTHORIZATION, auth.clone());
+        }
+        let response = clock
+            .within(Phase::FirstToken, request.send())
+            .await?
+            .map_err(Failure::from_send_error)?;
+        let status = response.status();
+        tally.status = Some(status.as_u16());
+        if !status.is_success() {
+            return Err(error_status(response, clock).await);
+        }
+        let content_type = content_type(&response);
+        if self.stream {
+            if !content_type.starts_with("text/event-stream") {
+                return Err(Failure::malformed(format!(
+                    "expected an event stream, got content type `{content_type}`"
+                )));
+            }
+            let events = response.bytes_stream().eventsource();
+            read_events(events, self.endpoint, clock, tally).await
+        } else {
+            if !is_json(&content_type) {
+                return Err(Failure::malformed(format!(
+                    "expected JSON, got content type `{content_type}`"
+                )));
+            }
+            let body = read_body(response.bytes_stream(), MAX_BODY_BYTES, clock).await?;
+            tally.finished_at = Some(Instant::now());
+            let full = answer::parse_full(&body, self.endpoint)?;
+            tally.answer = truncate_chars(full.answer, MAX_ANSWER_CHARS);
+            tally.generated_chars = full.generated.chars().count();
+            tally.usage = full.usage;
+            Ok(())
+        }
+    }
+}
+
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// A non-2xx response: classified by status; the body only supplies the message.
+async fn error_status(response: reqwest::Response, clock: &Clock<'_>) -> Failure {
+    let status = response.status();
+    let outcome = Outcome::of_status(status.as_u16());
+    let location = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let detail = match read_body(response.bytes_stream(), MAX_ERROR_BODY_BYTES, clock).await {
+        Ok(body) => answer::error_body_message(&body),
+        Err(f) if f.outcome == Outcome::Cancelled => return f,
+        Err(f) => format!("(body unreadable: {})", f.message),
+    };
+    let mut message = format!("HTTP {}", status.as_u16());
+    if let Some(location) = location {
+        message.push_str(&format!(" redirect to {location} (not followed)"));
+    }
+    if !detail.is_empty() {
+        message.push_str(": ");
+        message.push_str(&detail);
+    }
+    Failure::new(outcome, message)
+}
+
+/// What has been seen of one request so far.
+#[derive(Debug, Default)]
+struct Tally {
+    status: Option<u16>,
+    first_token: Option<Instant>,
+    last_token: Option<Instant>,
+    itl: Vec<Duration>,
+    content_chunks: u64,
+    answer: String,
+    generated_chars: usize,
+    usage: Option<Usage>,
+    finished_at: Option<Instant>,
+}
+
+impl Tally {
+    fn on_token(&mut self, at: Instant) {
+        if self.first_token.is_none() {
+            self.first_token = Some(at);
+        }
+        if let Some(last) = self.last_token {
+            self.itl.push(at - last);
+        }
+        self.last_token = Some(at);
+        self.content_chunks += 1;
+    }
+
+    /// `usage` when reported, else an estimate (flagged).
+    fn completion_tokens(&self, stream: bool) -> (u64, bool) {
+        if let Some(n) = self.usage.and_then(|u| u.completion_tokens) {
+            return (n, false);
+        }
+        if stream {
+            (self.content_chunks, true)
+        } else {
+            (self.generated_chars.div_ceil(4) as u64, true)
+        }
+    }
+}
+
+/// Reads server-sent events until `data: [DONE]`.
+async fn read_events<S, E>(
+    mut events: S,
+    endpoint: Endpoint,
+    clock: &Clock<'_>,
+    tally: &mut Tally,
+) -> Result<(), Failure>
+where
+    S: Stream<Item = Result<eventsource_stream::Event, EventStreamError<E>>> + Unpin,
+    E: StdError + 'static,
+{
+    let mut last_event: Option<Instant> = None;
+    loop {
+        // Until the first token only the first-token timeout applies; then each gap is bounded.
+        let phase = match (tally.first_token, last_event) {
+            (Some(_), Some(since)) => Phase::Idle(since),
+            _ => Phase::FirstToken,
+        };
+        let next = clock.within(phase, events.next()).await?;
+        let now = Instant::now();
+        let event = match next {
+            None => {
+                return Err(Failure::malformed(
+                    "the stream ended without `data: [DONE]`",
+                ));
+            }
+            Some(Err(EventStreamError::Transport(e))) => {
+                return Err(Failure::new(
+                    Outcome::ConnectionError,
+                    format!("the stream broke: {}", error_chain(&e)),
+                ));
+            }
+            Some(Err(e)) => {
+                return Err(Failure::malformed(format!("invalid event stream: {e}")));
+            }
+            Some(Ok(event)) => event,
+        };
+        last_event = Some(now);
+        if event.data.trim() == "[DONE]" {
+            tally.finished_at = Some(now);
+            drain(&mut events, clock).await;
+            return Ok(());
+        }
+        let chunk = answer::parse_chunk(&event.data, endpoint)?;
+        if !chunk.text.is_empty() {
+            tally.on_token(now);
+            tally.generated_chars += chunk.text.chars().count();
+            if tally.answer.len() < MAX_ANSWER_CHARS {
+                tally.answer.push_str(&chunk.answer);
+            }
+        }
+        if chunk.usage.is_some() {
+            tally.usage = chunk.usage;
+        }
+    }
+}
+
+/// After `[DONE]`, reads the end of the body so the connection can be reused; anything that
+/// goes wrong here no longer matters.
+async fn drain<S: Stream + Unpin>(events: &mut S, clock: &Clock<'_>) {
+    let since = Instant::now();
+    while let Ok(Some(_)) = clock.within(Phase::Idle(since), events.next()).await {}
+}
+
+/// Reads a whole body chunk by chunk, each gap bounded by the idle timeout.
+async fn read_body<S>(mut body: S, limit: usize, clock: &Clock<'_>) -> Result<Vec<u8>, Failure>
+where
+    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut since = Instant::now();
+    loop {
+        match clock.within(Phase::Idle(since), body.next()).await? {
+            None => return Ok(buf),
+            Some(Err(e)) => {
+                return Err(Failure::new(
+                    Outcome::ConnectionError,
+                    format!("the body broke off: {}", error_chain(&e)),
+                ));
+            }
+            Some(Ok(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(Failure::malformed(format!(
+                        "the body is larger than {limit} bytes"
+                    )));
+                }
+                buf.extend_from_slice(&chunk);
+                since = Instant::now();
+            }
+        }
+    }
+}
+
+fn truncate_chars(mut s: String, max_bytes: usize) -> String {
+    if s.len() > max_bytes {
+        let mut cut = max_bytes;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Which per-phase timeout bounds the current wait (the total timeout always does too).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Phase {
+    /// Waiting for the response headers and, when streaming, the first content token.
+    FirstToken,
+    /// Waiting for the next chunk after one that arrived at this instant.
+    Idle(Instant),
+}
+
+/// The deadlines of one request, measured from its start.
+pub(crate) struct Clock<'a> {
+    pub start: Instant,
+    total_deadline: Instant,
+    timeouts: &'a Timeouts,
+    cancel: &'a CancellationToken,
+}
+
+impl<'a> Clock<'a> {
+    pub fn start(timeouts: &'a Timeouts, cancel: &'a CancellationToken) -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            total_deadline: start + timeouts.total,
+            timeouts,
+            cancel,
+        }
+    }
+
+    /// Awaits `fut` unless the phase's deadline, the total deadline or cancellation comes first.
+    /// Dropping `fut` (e.g. a response body) closes the connection, so the server sees it.
+    pub async fn within<F: Future>(&self, phase: Phase, fut: F) -> Result<F::Output, Failure> {
+        let phase_deadline = match phase {
+            Phase::FirstToken => self.start + self.timeouts.first_token,
+            Phase::Idle(since) => since + self.timeouts.idle,
+        };
+        let total_first = self.total_deadline <= phase_deadline;
+        let deadline = if total_first {
+            self.total_deadline
+        } else {
+            phase_deadline
+        };
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Err(Failure::cancelled()),
+            out = tokio::time::timeout_at(deadline, fut) => out.map_err(|_| {
+                if total_first {
+                    self.timeout(Outcome::TimeoutTotal, "the request", self.timeouts.total)
+                } else {
+                    match phase {
+                        Phase::FirstToken => self.timeout(
+                            Outcome::TimeoutFirstToken,
+                            "no first token",
+                            self.timeouts.first_token,
+                        ),
+                        Phase::Idle(_) => self.timeout(
+                            Outcome::TimeoutIdle,
+                            "no data between chunks",
+                            self.timeouts.idle,
+                        ),
+                    }
+                }
+            }),
+        }
+    }
+
+    fn timeout(&self, outcome: Outcome, what: &str, limit: Duration) -> Failure {
+        let limit = humantime::format_duration(limit);
+        let message = match outcome {
+            Outcome::TimeoutTotal => format!("{what} took longer than the total timeout ({limit})"),
+            _ => format!("{what} within {limit} ({outcome})"),
+        };
+        Failure::new(outcome, message)
+    }
+}
+
+/// `GET /v1/models`: the ids the server serves, in its order.
+pub async fn list_models(
+    client: &reqwest::Client,
+    base_url: &str,
+    auth: Option<&HeaderValue>,
+    timeouts: &Timeouts,
+    cancel: &CancellationToken,
+) -> Result<Vec<String>, Failure> {
+    #[derive(serde::Deserialize)]
+    struct Models {
+        data: Vec<ModelEntry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ModelEntry {
+        id: String,
+    }
+    let clock = Clock::start(timeouts, cancel);
+    let mut request = client.get(format!("{base_url}/v1/models"));
+    if let Some(auth) = auth {
+        request = request.header(AUTHORIZATION, auth.clone());
+    }
+    let response = clock
+        .within(Phase::FirstToken, request.send())
+        .await?
+        .map_err(Failure::from_send_error)?;
+    if !response.status().is_success() {
+        return Err(error_status(response, &clock).await);
+    }
+    let body = read_body(response.bytes_stream(), MAX_BODY_BYTES, &clock).await?;
+    let models: Models = serde_json::from_slice(&body).map_err(|e| {
+        Failure::malformed(format!("/v1/models did not answer a model list: {e}"))
+    })?;
+    Ok(models.data.into_iter().map(|m| m.id).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Chunk = Result<Bytes, std::io::Error>;
+
+    fn chunks(parts: &[&str]) -> Vec<Chunk> {
+        parts
+            .iter()
+            .map(|p| Ok(Bytes::copy_from_slice(p.as_bytes())))
+            .collect()
+    }
+
+    fn timeouts() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(1),
+            first_token: Duration::from_secs(10),
+            idle: Duration::from_secs(5),
+            total: Duration::from_secs(60),
+        }
+    }
+
+    async fn read(parts: Vec<Chunk>) -> (Result<(), Failure>, Tally) {
+        let t = timeouts();
+        let cancel = CancellationToken::new();
+        let clock = Clock::start(&t, &cancel);
+        let mut tally = Tally::default();
+        let events = futures::stream::iter(parts).eventsource();
+        let result = read_events(events, Endpoint::Chat, &clock, &mut tally).await;
+        (result, tally)
+    }
+
+    fn token(content: &str) -> String {
+        format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{content}\"}}}}]}}\n\n")
+    }
+
+    #[tokio::test]
+    async fn sse_split_anywhere_gives_the_same_answer() {
+        let whole = format!(
+            "{}{}{}data: {{\"choices\":[],\"usage\":{{\"completion_tokens\":3}}}}\n\ndata: [DONE]\n\n",
+            token("Pa"),
+            token("r"),
+            token("is")
+        );
+        // Every split point, including inside `data:`, inside JSON and between \n\n.
+        for cut in 1..whole.len() {
+            let (result, tally) = read(chunks(&[&whole[..cut], &whole[cut..]])).await;
+            assert_eq!(result, Ok(()), "cut at {cut}");
+            assert_eq!(tally.answer, "Paris", "cut at {cut}");
+            assert_eq!(tally.content_chunks, 3);
+            assert_eq!(tally.completion_tokens(true), (3, false));
+        }
+        // One byte per chunk.
+        let bytes: Vec<Chunk> = whole
+            .as_bytes()
+            .iter()
+            .map(|b| Ok(Bytes::copy_from_slice(&[*b])))
+            .collect();
+        let (result, tally) = read(bytes).await;
+        assert_eq!(result, Ok(()));
+        assert_eq!(tally.answer, "Paris");
+    }
+
+    #[tokio::test]
+    async fn sse_comments_and_crlf_are_handled() {
+        let text = ": keep-alive\r\n\r\ndata: {\"choices\":[{\"delta\":{\"content\":\"4\"}}]}\r\n\r\n\
+                    :another comment\r\n\r\ndata: [DONE]\r\n\r\n";
+        for cut in 1..text.len() {
+            let (result, tally) = read(chunks(&[&text[..cut], &text[cut..]])).await;
+            assert_eq!(result, Ok(()), "cut at {cut}");
+            assert_eq!(tally.answer, "4", "cut at {cut}");
+            assert_eq!(tally.content_chunks, 1, "cut at {cut}");
+            // No usage: counted chunks, flagged as estimated.
+            assert_eq!(tally.completion_tokens(true), (1, true));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_done_is_malformed() {
+        let (result, tally) = read(chunks(&[&token("a"), &token("b")])).await;
+        let failure = result.unwrap_err();
+        assert_eq!(failure.outcome, Outcome::Malformed);
+        assert!(failure.message.contains("[DONE]"));
+        // Partial figures stay.
+        assert_eq!(tally.content_chunks, 2);
+        assert_eq!(tally.itl.len(), 1);
+        // A last event without its blank line is not an event (spec), so no [DONE] either.
+        let (result, _) = read(chunks(&[&token("a"), "data: [DONE]\n"])).await;
+        assert_eq!(result.unwrap_err().outcome, Outcome::Malformed);
+    }
+
+    #[tokio::test]
+    async fn broken_chunks_and_transport_errors_are_classified() {
+        let (result, _) = read(chunks(&["data: {not json}\n\n"])).await;
+        assert_eq!(result.unwrap_err().outcome, Outcome::Malformed);
+
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let parts = vec![Ok(Bytes::from(token("a"))), Err(reset)];
+        let (result, tally) = read(parts).await;
+        let failure = result.unwrap_err();
+        assert_eq!(failure.outcome, Outcome::ConnectionError);
+        assert!(failure.message.contains("connection reset"), "{failure:?}");
+        assert_eq!(tally.content_chunks, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_phase_has_its_own_timeout() {
+        let t = timeouts();
+        let cancel = CancellationToken::new();
+        let never = std::future::pending::<()>;
+
+        let clock = Clock::start(&t, &cancel);
+        let f = clock.within(Phase::FirstToken, never()).await.unwrap_err();
+        assert_eq!(f.outcome, Outcome::TimeoutFirstToken);
+        assert_eq!(clock.start.elapsed(), t.first_token);
+
+        let clock = Clock::start(&t, &cancel);
+        let f = clock.within(Phase::Idle(Instant::now()), never()).await.unwrap_err();
+        assert_eq!(f.outcome, Outcome::TimeoutIdle);
+        assert_eq!(clock.start.elapsed(), t.idle);
+
+        // Idle gaps keep being reset, but the total deadline still ends the request.
+        let clock = Clock::start(&t, &cancel);
+        let f = loop {
+            let since = Instant::now();
+            let wait = tokio::time::sleep(Duration::from_secs(4));
+            if let Err(f) = clock.within(Phase::Idle(since), wait).await {
+                break f;
+            }
+        };
+        assert_eq!(f.outcome, Outcome::TimeoutTotal);
+        assert_eq!(clock.start.elapsed(), t.total);
+    }
+
+    #[tokio::test]
+    async fn cancellation_wins_at_once() {
+        let t = timeouts();
+        let cancel = CancellationToken::new();
+        let clock = Clock::start(&t, &cancel);
+        cancel.cancel();
+        let f = clock
+            .within(Phase::FirstToken, std::future::pending::<()>())
+            .await
+            .unwrap_err();
+        assert_eq!(f.outcome, Outcome::Cancelled);
+    }
+
+    #[test]
+    fn error_chains_drop_urls_and_repeats() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("error sending request for url (http://x/v1)")
+            }
+        }
+        impl StdError for Outer {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused",
+        ));
+        assert_eq!(error_chain(&e), "error sending request: Connection refused");
+    }
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("application/problem+json"));
+        assert!(!is_json("text/html"));
+        assert!(!is_json(""));
+    }
+}

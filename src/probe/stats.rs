@@ -1,0 +1,415 @@
+//! Aggregates: exact nearest-rank percentiles, counts per class, the report and live progress.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::outcome::Outcome;
+use super::request::RequestRecord;
+
+/// How many distinct error messages are kept per class.
+pub const ERRORS_PER_CLASS: usize = 5;
+/// Error messages longer than this are cut (a server may echo a whole HTML page).
+const ERROR_MESSAGE_CHARS: usize = 300;
+
+/// The nearest-rank percentile of sorted samples: the smallest sample such that at least `p`%
+/// of all samples are less than or equal to it, i.e. `sorted[ceil(p/100 · n) − 1]`.
+/// `p = 0` gives the minimum; `None` when there are no samples.
+pub fn nearest_rank(sorted: &[u32], p: f64) -> Option<u32> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let n = sorted.len();
+    let rank = ((p / 100.0) * n as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, n) - 1])
+}
+
+/// p50/p90/p95/p99/max in milliseconds; every field is `null` when there were no samples.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Percentiles {
+    /// From samples in microseconds (sorted here).
+    pub fn of_micros(samples: &mut [u32]) -> Self {
+        samples.sort_unstable();
+        let ms = |p: f64| nearest_rank(samples, p).map(micros_to_ms);
+        Self {
+            p50: ms(50.0),
+            p90: ms(90.0),
+            p95: ms(95.0),
+            p99: ms(99.0),
+            max: ms(100.0),
+        }
+    }
+}
+
+fn micros_to_ms(us: u32) -> f64 {
+    f64::from(us) / 1000.0
+}
+
+/// Saturating: 71 minutes is far beyond any request timeout.
+pub fn to_micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// The result of a probe run. Serialises to exactly the documented `--json` shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    /// The server root probed.
+    pub target: String,
+    pub model: String,
+    /// Requests that finished, whatever their outcome (cancelled ones included).
+    pub requests: u64,
+    /// Wall time from the first request sent to the last one finished.
+    pub duration_s: f64,
+    /// Every class, zero counts included.
+    pub outcomes: BTreeMap<Outcome, u64>,
+    /// Percentiles over successful requests only.
+    pub latency_ms: Percentiles,
+    /// Streaming only (`null`s otherwise): time from sending to the first content token.
+    pub ttft_ms: Percentiles,
+    /// Streaming only: gaps between consecutive content chunks.
+    pub itl_ms: Percentiles,
+    /// `requests / duration_s`.
+    pub requests_per_s: f64,
+    /// Completion tokens of successful requests per second of the run.
+    pub output_tokens_per_s: f64,
+    /// Share of successful answers to prompts with an expected answer that contained it;
+    /// `null` when no such prompt succeeded.
+    pub expected_answer_rate: Option<f64>,
+    /// The first few distinct messages per failing class (classes without any are left out).
+    pub errors: BTreeMap<Outcome, Vec<String>>,
+    /// Figures beyond the documented JSON shape, for tables and callers.
+    #[serde(skip)]
+    pub extra: ReportExtra,
+}
+
+/// Report figures that are not part of the `--json` shape.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReportExtra {
+    /// The run was cancelled before it finished its planned load.
+    pub cancelled: bool,
+    /// Completion tokens of successful requests.
+    pub output_tokens: u64,
+    /// Some of those were counted from chunks or estimated from text, not taken from `usage`.
+    pub output_tokens_estimated: bool,
+    /// Prompt tokens of successful requests that reported `usage`.
+    pub prompt_tokens: u64,
+    /// Successful requests that had an expected answer, and how many matched.
+    pub answers_checked: u64,
+    pub answers_matched: u64,
+}
+
+impl ProbeReport {
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        self.outcomes.get(&outcome).copied().unwrap_or(0)
+    }
+
+    /// Every request finished as `success` (and there was at least one).
+    pub fn all_succeeded(&self) -> bool {
+        self.requests > 0 && self.count(Outcome::Success) == self.requests
+    }
+}
+
+/// Live figures during a run, sent a few times a second and once at the end.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProbeProgress {
+    pub elapsed_ms: u64,
+    /// Requests finished so far, whatever their outcome.
+    pub done: u64,
+    /// The planned number of requests (`None` for a run bounded by duration).
+    pub planned: Option<u64>,
+    pub in_flight: u64,
+    /// Only classes seen so far.
+    pub outcomes: BTreeMap<Outcome, u64>,
+    /// Median time to first token of successful streaming requests so far.
+    pub ttft_p50_ms: Option<f64>,
+    pub requests_per_s: f64,
+    pub output_tokens_per_s: f64,
+    /// The run has ended (this is the last progress message).
+    pub finished: bool,
+}
+
+/// Folds request records into counts and samples. Samples are kept exactly (4 bytes each), so
+/// percentiles are exact.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    requests: u64,
+    outcomes: BTreeMap<Outcome, u64>,
+    latency_us: Vec<u32>,
+    ttft_us: Vec<u32>,
+    itl_us: Vec<u32>,
+    errors: BTreeMap<Outcome, Vec<String>>,
+    extra: ReportExtra,
+}
+
+impl Aggregator {
+    pub fn add(&mut self, record: &RequestRecord) {
+        self.requests += 1;
+        *self.outcomes.entry(record.outcome).or_default() += 1;
+        if let Some(message) = &record.error {
+            self.note_error(record.outcome, message);
+        }
+        if record.outcome != Outcome::Success {
+            return;
+        }
+        self.latency_us.push(to_micros(record.latency));
+        if let Some(ttft) = record.ttft {
+            self.ttft_us.push(to_micros(ttft));
+        }
+        self.itl_us.extend(record.itl.iter().map(|d| to_micros(*d)));
+        self.extra.output_tokens += record.completion_tokens;
+        self.extra.output_tokens_estimated |= record.tokens_estimated;
+        self.extra.prompt_tokens += record.prompt_tokens.unwrap_or(0);
+        if let Some(matched) = record.answer_matched {
+            self.extra.answers_checked += 1;
+            self.extra.answers_matched += u64::from(matched);
+        }
+    }
+
+    fn note_error(&mut self, outcome: Outcome, message: &str) {
+        let list = self.errors.entry(outcome).or_default();
+        if list.len() >= ERRORS_PER_CLASS {
+            return;
+        }
+        let message: String = if message.chars().count() > ERROR_MESSAGE_CHARS {
+            let cut: String = message.chars().take(ERROR_MESSAGE_CHARS).collect();
+            format!("{cut}…")
+        } else {
+            message.to_owned()
+        };
+        if !list.contains(&message) {
+            list.push(message);
+        }
+    }
+
+    pub fn done(&self) -> u64 {
+        self.requests
+    }
+
+    pub fn progress(&self, elapsed: Duration, planned: Option<u64>, in_flight: u64) -> ProbeProgress {
+        let secs = elapsed.as_secs_f64();
+        ProbeProgress {
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            done: self.requests,
+            planned,
+            in_flight,
+            outcomes: self.outcomes.clone(),
+            ttft_p50_ms: median_ms(&self.ttft_us),
+            requests_per_s: per_second(self.requests, secs),
+            output_tokens_per_s: per_second(self.extra.output_tokens, secs),
+            finished: false,
+        }
+    }
+
+    pub fn report(mut self, target: String, model: String, duration: Duration) -> ProbeReport {
+        let secs = duration.as_secs_f64();
+        let mut outcomes: BTreeMap<Outcome, u64> = Outcome::ALL.iter().map(|o| (*o, 0)).collect();
+        outcomes.extend(self.outcomes);
+        let extra = self.extra;
+        ProbeReport {
+            target,
+            model,
+            requests: self.requests,
+            duration_s: secs,
+            outcomes,
+            latency_ms: Percentiles::of_micros(&mut self.latency_us),
+            ttft_ms: Percentiles::of_micros(&mut self.ttft_us),
+            itl_ms: Percentiles::of_micros(&mut self.itl_us),
+            requests_per_s: per_second(self.requests, secs),
+            output_tokens_per_s: per_second(extra.output_tokens, secs),
+            expected_answer_rate: (extra.answers_checked > 0)
+                .then(|| extra.answers_matched as f64 / extra.answers_checked as f64),
+            errors: self.errors,
+            extra,
+        }
+    }
+}
+
+fn per_second(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
+}
+
+/// The nearest-rank median without sorting everything (selection on a copy).
+fn median_ms(samples: &[u32]) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut copy = samples.to_vec();
+    let rank = (copy.len() as f64 * 0.5).ceil() as usize;
+    let (_, median, _) = copy.select_nth_unstable(rank.max(1) - 1);
+    Some(micros_to_ms(*median))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(outcome: Outcome, latency_ms: u64) -> RequestRecord {
+        RequestRecord {
+            outcome,
+            latency: Duration::from_millis(latency_ms),
+            ..RequestRecord::default()
+        }
+    }
+
+    #[test]
+    fn nearest_rank_on_one_to_ten() {
+        let s: Vec<u32> = (1..=10).collect();
+        assert_eq!(nearest_rank(&s, 0.0), Some(1));
+        assert_eq!(nearest_rank(&s, 10.0), Some(1));
+        assert_eq!(nearest_rank(&s, 11.0), Some(2));
+        assert_eq!(nearest_rank(&s, 50.0), Some(5));
+        assert_eq!(nearest_rank(&s, 90.0), Some(9));
+        assert_eq!(nearest_rank(&s, 95.0), Some(10));
+        assert_eq!(nearest_rank(&s, 99.0), Some(10));
+        assert_eq!(nearest_rank(&s, 100.0), Some(10));
+    }
+
+    #[test]
+    fn nearest_rank_on_small_and_empty_sets() {
+        assert_eq!(nearest_rank(&[], 50.0), None);
+        assert_eq!(nearest_rank(&[7], 50.0), Some(7));
+        assert_eq!(nearest_rank(&[7], 99.0), Some(7));
+        // Wikipedia's example: {15, 20, 35, 40, 50}.
+        let w = [15, 20, 35, 40, 50];
+        assert_eq!(nearest_rank(&w, 5.0), Some(15));
+        assert_eq!(nearest_rank(&w, 30.0), Some(20));
+        assert_eq!(nearest_rank(&w, 40.0), Some(20));
+        assert_eq!(nearest_rank(&w, 50.0), Some(35));
+        assert_eq!(nearest_rank(&w, 100.0), Some(50));
+        // An even count: the median is the lower middle value, never an interpolation.
+        assert_eq!(nearest_rank(&[1, 2, 3, 4], 50.0), Some(2));
+    }
+
+    #[test]
+    fn percentiles_of_a_hundred_samples_pick_exact_ranks() {
+        // 1..=100 ms in shuffled order.
+        let mut us: Vec<u32> = (1..=100).rev().map(|ms| ms * 1000).collect();
+        let p = Percentiles::of_micros(&mut us);
+        assert_eq!(p.p50, Some(50.0));
+        assert_eq!(p.p90, Some(90.0));
+        assert_eq!(p.p95, Some(95.0));
+        assert_eq!(p.p99, Some(99.0));
+        assert_eq!(p.max, Some(100.0));
+        assert_eq!(Percentiles::of_micros(&mut []), Percentiles::default());
+    }
+
+    #[test]
+    fn median_selection_agrees_with_nearest_rank() {
+        let samples = [9, 1, 8, 2, 7, 3, 6, 4, 5, 10];
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(
+            median_ms(&samples),
+            nearest_rank(&sorted, 50.0).map(micros_to_ms)
+        );
+        assert_eq!(median_ms(&[]), None);
+    }
+
+    #[test]
+    fn report_counts_every_class_and_takes_latency_from_successes_only() {
+        let mut agg = Aggregator::default();
+        for ms in [10, 20, 30, 40] {
+            agg.add(&record(Outcome::Success, ms));
+        }
+        let mut limited = record(Outcome::RateLimited, 1);
+        limited.error = Some("HTTP 429: slow down".into());
+        agg.add(&limited.clone());
+        agg.add(&limited);
+        let mut timeout = record(Outcome::TimeoutTotal, 5000);
+        timeout.error = Some("no answer within 5s".into());
+        agg.add(&timeout);
+
+        let report = agg.report("http://x".into(), "m".into(), Duration::from_secs(2));
+        assert_eq!(report.requests, 7);
+        assert_eq!(report.outcomes.len(), Outcome::ALL.len());
+        assert_eq!(report.count(Outcome::Success), 4);
+        assert_eq!(report.count(Outcome::RateLimited), 2);
+        assert_eq!(report.count(Outcome::TimeoutTotal), 1);
+        assert_eq!(report.count(Outcome::Malformed), 0);
+        assert_eq!(report.latency_ms.max, Some(40.0));
+        assert_eq!(report.latency_ms.p50, Some(20.0));
+        assert_eq!(report.requests_per_s, 3.5);
+        assert_eq!(
+            report.errors[&Outcome::RateLimited],
+            vec!["HTTP 429: slow down".to_string()]
+        );
+        assert!(!report.all_succeeded());
+        assert_eq!(report.expected_answer_rate, None);
+    }
+
+    #[test]
+    fn distinct_errors_are_capped_per_class() {
+        let mut agg = Aggregator::default();
+        for i in 0..20 {
+            let mut r = record(Outcome::ServerError, 1);
+            r.error = Some(format!("HTTP 500: boom {}", i % 8));
+            agg.add(&r);
+        }
+        let report = agg.report(String::new(), String::new(), Duration::from_secs(1));
+        assert_eq!(report.errors[&Outcome::ServerError].len(), ERRORS_PER_CLASS);
+        assert_eq!(report.errors[&Outcome::ServerError][0], "HTTP 500: boom 0");
+    }
+
+    #[test]
+    fn expected_answer_rate_counts_successful_checked_answers() {
+        let mut agg = Aggregator::default();
+        for matched in [Some(true), Some(true), Some(false), None] {
+            let mut r = record(Outcome::Success, 5);
+            r.answer_matched = matched;
+            r.completion_tokens = 10;
+            agg.add(&r);
+        }
+        let report = agg.report(String::new(), String::new(), Duration::from_secs(4));
+        assert_eq!(report.expected_answer_rate, Some(2.0 / 3.0));
+        assert_eq!(report.output_tokens_per_s, 10.0);
+    }
+
+    #[test]
+    fn json_has_exactly_the_documented_keys() {
+        let report = Aggregator::default().report("t".into(), "m".into(), Duration::ZERO);
+        let json = serde_json::to_value(&report).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "duration_s",
+                "errors",
+                "expected_answer_rate",
+                "itl_ms",
+                "latency_ms",
+                "model",
+                "outcomes",
+                "output_tokens_per_s",
+                "requests",
+                "requests_per_s",
+                "target",
+                "ttft_ms"
+            ]
+        );
+        let mut pct: Vec<&str> = json["latency_ms"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        pct.sort_unstable();
+        assert_eq!(pct, ["max", "p50", "p90", "p95", "p99"]);
+        assert_eq!(json["outcomes"]["timeout_first_token"], 0);
+        assert_eq!(json["requests_per_s"], 0.0);
+    }
+}

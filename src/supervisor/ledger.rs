@@ -1,0 +1,142 @@
+//! The PID ledger: which llmdeck runs have started model processes. A run that died without
+//! cleaning up (kill -9, power loss of the terminal) leaves its entry behind; the next start
+//! ends the leftovers it can prove are ours — processes carrying that run's id in their
+//! environment — and reports them.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::process::RUN_ID_ENV;
+use super::registry::proc_stat;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    run_id: String,
+    owner_pid: u32,
+    owner_start_ticks: u64,
+}
+
+/// This process's entry in the ledger; removed when dropped after a clean shutdown.
+pub struct Ledger {
+    path: PathBuf,
+    run_id: String,
+}
+
+/// A leftover process from a dead run that was ended.
+#[derive(Debug, Clone)]
+pub struct Leftover {
+    pub pid: u32,
+    pub run_id: String,
+    pub command: String,
+}
+
+impl Ledger {
+    /// Records this run. The run id is `<pid>-<start ticks>`: unique, and checkable in /proc.
+    pub fn open(state_dir: &Path) -> io::Result<Ledger> {
+        let dir = state_dir.join("ledger");
+        fs::create_dir_all(&dir)?;
+        let me = std::process::id();
+        let ticks = proc_stat(me).map(|s| s.start_ticks).unwrap_or(0);
+        let run_id = format!("{me}-{ticks}");
+        let path = dir.join(format!("{run_id}.json"));
+        let entry = Entry { run_id: run_id.clone(), owner_pid: me, owner_start_ticks: ticks };
+        fs::write(&path, serde_json::to_vec(&entry).map_err(io::Error::other)?)?;
+        Ok(Ledger { path, run_id })
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Removes this run's entry (after every model was stopped).
+    pub fn close(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Ends the processes of every dead run in the ledger and drops their entries.
+pub fn sweep(state_dir: &Path, own_run_id: &str) -> Vec<Leftover> {
+    let dir = state_dir.join("ledger");
+    let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
+    let mut dead_runs = Vec::new();
+    for file in entries.flatten() {
+        let path = file.path();
+        let Some(entry) = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Entry>(&b).ok()) else {
+            let _ = fs::remove_file(&path); // unreadable: not ours to trust, not worth keeping
+            continue;
+        };
+        if entry.run_id == own_run_id || owner_alive(&entry) {
+            continue;
+        }
+        dead_runs.push((path, entry.run_id));
+    }
+    if dead_runs.is_empty() {
+        return Vec::new();
+    }
+    let mut ended = Vec::new();
+    for (pid, run_id) in processes_marked_with(dead_runs.iter().map(|(_, id)| id.as_str())) {
+        if let Ok(raw) = i32::try_from(pid)
+            && kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok()
+        {
+            let command = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
+            ended.push(Leftover { pid, run_id, command: command.trim().to_owned() });
+        }
+    }
+    for (path, _) in dead_runs {
+        let _ = fs::remove_file(path);
+    }
+    ended
+}
+
+fn owner_alive(entry: &Entry) -> bool {
+    proc_stat(entry.owner_pid).is_some_and(|s| s.start_ticks == entry.owner_start_ticks)
+}
+
+/// PIDs whose environment carries one of the run ids.
+fn processes_marked_with<'a>(run_ids: impl Iterator<Item = &'a str>) -> Vec<(u32, String)> {
+    let markers: Vec<(String, String)> = run_ids.map(|id| (format!("{RUN_ID_ENV}={id}"), id.to_owned())).collect();
+    let Ok(procs) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut found = Vec::new();
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(environ) = fs::read(p.path().join("environ")) else { continue };
+        for var in environ.split(|b| *b == 0) {
+            if let Some((_, id)) = markers.iter().find(|(m, _)| m.as_bytes() == var) {
+                found.push((pid, id.clone()));
+                break;
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_marked_processes_of_dead_runs_only() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ledger_dir = dir.path().join("ledger");
+        fs::create_dir_all(&ledger_dir).expect("ledger dir");
+        // A dead run (owner pid 0 never matches) and a process carrying its id.
+        let dead = Entry { run_id: "dead-run-test".into(), owner_pid: u32::MAX, owner_start_ticks: 1 };
+        fs::write(ledger_dir.join("dead.json"), serde_json::to_vec(&dead).expect("json")).expect("write");
+        let mut child = std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "dead-run-test").spawn().expect("sleep");
+        let mut innocent = std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "someone-else").spawn().expect("sleep");
+
+        let ended = sweep(dir.path(), "me");
+        assert_eq!(ended.iter().map(|l| l.pid).collect::<Vec<_>>(), [child.id()]);
+        let status = child.wait().expect("wait");
+        assert!(!status.success());
+        assert!(innocent.try_wait().expect("try_wait").is_none(), "an unmarked process is left alone");
+        let _ = innocent.kill();
+        let _ = innocent.wait();
+        assert!(!ledger_dir.join("dead.json").exists());
+    }
+}

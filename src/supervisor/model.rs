@@ -1,0 +1,537 @@
+//! One supervising task per model. Every start, stop, restart, exit and health result goes
+//! through its loop, so a restart can never be scheduled twice.
+
+use std::io;
+use std::process::ExitStatus;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use nix::sys::signal::Signal;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, sleep_until};
+
+use super::capture::{CaptureTarget, spawn_capture};
+use super::health::{CheckOutcome, HealthChecker};
+use super::oom::OomWatch;
+use super::policy::{Decision, ExitCause, decide};
+use super::process::{SpawnSpec, Spawned, Spawner, signal_group};
+use super::registry::ModelProcesses;
+use crate::config::{ModelConfig, RestartPolicy};
+use crate::engine::{Ack, CommandError, Event, EventSink, HealthMode, ModelChange, ModelEvent};
+use crate::logs::file::RotatingFile;
+use crate::logs::{Level, LogBatch, LogLine, LogSource, Stream};
+
+/// How often readiness is polled while a model starts.
+const STARTUP_POLL: Duration = Duration::from_millis(250);
+/// How long to wait for the last output lines after the process exits.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub type Reply = oneshot::Sender<Result<Ack, CommandError>>;
+
+pub enum Request {
+    Start(Reply),
+    Stop(Reply),
+    Restart(Reply),
+    /// Stop for good (llmdeck is exiting); answered once the process group is gone.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the shared parts of the supervisor give every model task.
+#[derive(Clone)]
+pub struct Shared {
+    pub events: EventSink,
+    pub processes: ModelProcesses,
+    pub spawner: Spawner,
+    pub run_id: String,
+}
+
+pub struct ModelTask {
+    cfg: ModelConfig,
+    shared: Shared,
+    capture: CaptureTarget,
+    /// Restarts made in a row (reset by `reset_after_s` of continuous readiness).
+    restarts_in_row: u32,
+    phase: Phase,
+    /// Set once a shutdown was asked for: the loop ends when the process is gone.
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+enum Phase {
+    Idle,
+    Running(Box<Run>),
+    Backoff { until: Instant, attempt: u32 },
+}
+
+/// What to do once a stopping process has exited.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AfterExit {
+    Policy,
+    StayStopped,
+    StartAgain,
+}
+
+struct Run {
+    pgid: u32,
+    spawned_at: Instant,
+    exit: oneshot::Receiver<io::Result<ExitStatus>>,
+    drained: Vec<oneshot::Receiver<()>>,
+    probes: mpsc::Receiver<CheckOutcome>,
+    prober: tokio::task::JoinHandle<()>,
+    ready_since: Option<Instant>,
+    ever_ready: bool,
+    health_failures: u32,
+    /// Why we are killing it, if we are.
+    killing: Option<ExitCause>,
+    after_exit: AfterExit,
+    /// When SIGKILL follows the SIGTERM.
+    kill_deadline: Option<Instant>,
+    startup_deadline: Instant,
+    exited: bool,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.prober.abort();
+        if !self.exited {
+            // Every exit path, including a panic in this task, takes the group down.
+            let _ = signal_group(self.pgid, Signal::SIGKILL);
+        }
+    }
+}
+
+enum Wake {
+    Request(Option<Request>),
+    Exited(io::Result<ExitStatus>),
+    Probe(CheckOutcome),
+    StartupTimeout,
+    KillDeadline,
+    BackoffOver,
+}
+
+impl ModelTask {
+    pub fn new(cfg: ModelConfig, shared: Shared, log_file: RotatingFile) -> Self {
+        let capture = CaptureTarget {
+            source: LogSource::Model(cfg.id.clone()),
+            events: shared.events.clone(),
+            file: Arc::new(Mutex::new(log_file)),
+            oom: Arc::new(Mutex::new(OomWatch::default())),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        Self { cfg, shared, capture, restarts_in_row: 0, phase: Phase::Idle, shutdown: None }
+    }
+
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        if self.cfg.autostart {
+            self.spawn(0).await;
+        }
+        loop {
+            if self.shutdown.is_some() && !matches!(self.phase, Phase::Running(_)) {
+                break;
+            }
+            let wake = self.next_wake(&mut requests).await;
+            match wake {
+                Wake::Request(Some(req)) => self.on_request(req).await,
+                Wake::Request(None) => self.on_request_channel_closed().await,
+                Wake::Exited(status) => self.on_exit(status).await,
+                Wake::Probe(outcome) => self.on_probe(outcome).await,
+                Wake::StartupTimeout => self.on_startup_timeout().await,
+                Wake::KillDeadline => self.on_kill_deadline(),
+                Wake::BackoffOver => {
+                    if let Phase::Backoff { attempt, .. } = self.phase {
+                        self.spawn(attempt).await;
+                    }
+                }
+            }
+        }
+        if let Some(done) = self.shutdown.take() {
+            let _ = done.send(());
+        }
+    }
+
+    async fn next_wake(&mut self, requests: &mut mpsc::Receiver<Request>) -> Wake {
+        match &mut self.phase {
+            Phase::Idle => Wake::Request(requests.recv().await),
+            Phase::Backoff { until, .. } => {
+                let until = *until;
+                tokio::select! {
+                    req = requests.recv() => Wake::Request(req),
+                    () = sleep_until(until) => Wake::BackoffOver,
+                }
+            }
+            Phase::Running(run) => {
+                let startup = (!run.ever_ready && run.killing.is_none()).then_some(run.startup_deadline);
+                let kill = run.kill_deadline;
+                tokio::select! {
+                    req = requests.recv(), if self.shutdown.is_none() => Wake::Request(req),
+                    status = &mut run.exit => Wake::Exited(status.unwrap_or_else(|_| Err(io::Error::other("the wait thread vanished")))),
+                    Some(outcome) = run.probes.recv() => Wake::Probe(outcome),
+                    () = sleep_opt(startup) => Wake::StartupTimeout,
+                    () = sleep_opt(kill) => Wake::KillDeadline,
+                }
+            }
+        }
+    }
+
+    async fn on_request(&mut self, req: Request) {
+        match req {
+            Request::Start(reply) => {
+                let answer = match self.phase {
+                    Phase::Running(_) => Err(CommandError::new(format!("{} is already running", self.cfg.id))),
+                    Phase::Idle | Phase::Backoff { .. } => {
+                        self.restarts_in_row = 0;
+                        self.spawn(0).await;
+                        Ok(ack(format!("starting {}", self.cfg.id)))
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            Request::Stop(reply) => {
+                let answer = match &mut self.phase {
+                    Phase::Running(_) => {
+                        self.begin_stop("stopped by operator", AfterExit::StayStopped).await;
+                        Ok(ack(format!("stopping {}", self.cfg.id)))
+                    }
+                    Phase::Backoff { .. } => {
+                        self.phase = Phase::Idle;
+                        self.emit(ModelChange::Stopped { reason: Some("stopped by operator during backoff".into()) }).await;
+                        Ok(ack(format!("{} will not be restarted", self.cfg.id)))
+                    }
+                    Phase::Idle => Err(CommandError::new(format!("{} is not running", self.cfg.id))),
+                };
+                let _ = reply.send(answer);
+            }
+            Request::Restart(reply) => {
+                self.restarts_in_row = 0;
+                match self.phase {
+                    Phase::Running(_) => self.begin_stop("restart requested by operator", AfterExit::StartAgain).await,
+                    Phase::Idle | Phase::Backoff { .. } => self.spawn(0).await,
+                }
+                let _ = reply.send(Ok(ack(format!("restarting {}", self.cfg.id))));
+            }
+            Request::Shutdown(done) => {
+                self.shutdown = Some(done);
+                match self.phase {
+                    Phase::Running(_) => self.begin_stop("llmdeck is shutting down", AfterExit::StayStopped).await,
+                    Phase::Backoff { .. } => {
+                        self.phase = Phase::Idle;
+                        self.emit(ModelChange::Stopped { reason: Some("llmdeck is shutting down".into()) }).await;
+                    }
+                    Phase::Idle => {}
+                }
+            }
+        }
+    }
+
+    /// The supervisor is gone without asking for a shutdown: stop anyway.
+    async fn on_request_channel_closed(&mut self) {
+        let (done, _) = oneshot::channel();
+        self.on_request(Request::Shutdown(done)).await;
+    }
+
+    async fn spawn(&mut self, attempt: u32) {
+        let spec = SpawnSpec {
+            program: self.cfg.command.clone(),
+            args: self.cfg.args.clone(),
+            env: self.cfg.env.clone(),
+            cwd: self.cfg.cwd.clone(),
+            run_id: self.shared.run_id.clone(),
+        };
+        let spawned = match self.shared.spawner.spawn(spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.phase = Phase::Idle;
+                let reason = format!("could not start `{}`: {e}", self.cfg.command);
+                self.note(Level::Error, &reason);
+                self.emit(ModelChange::Failed { reason }).await;
+                return;
+            }
+        };
+        self.shared.processes.set(&self.cfg.id, spawned.pgid);
+        *self.capture.oom.lock().unwrap_or_else(|p| p.into_inner()) = OomWatch::default();
+        let pgid = spawned.pgid;
+        let run = self.start_run(spawned);
+        self.phase = Phase::Running(Box::new(run));
+        self.emit(ModelChange::Starting { pid: pgid, attempt }).await;
+    }
+
+    fn start_run(&self, spawned: Spawned) -> Run {
+        let Spawned { pgid, stdout, stderr, exit } = spawned;
+        let mut drained = Vec::new();
+        for (reader, stream) in [(Box::new(stdout) as Box<dyn io::Read + Send>, Stream::Stdout), (Box::new(stderr), Stream::Stderr)] {
+            match spawn_capture(reader, stream, self.capture.clone()) {
+                Ok(done) => drained.push(done),
+                Err(e) => tracing::error!("cannot start log capture for {}: {e}", self.cfg.id),
+            }
+        }
+        let (probe_tx, probes) = mpsc::channel(8);
+        let prober = tokio::spawn(probe_loop(self.cfg.clone(), probe_tx));
+        let now = Instant::now();
+        Run {
+            pgid,
+            spawned_at: now,
+            exit,
+            drained,
+            probes,
+            prober,
+            ready_since: None,
+            ever_ready: false,
+            health_failures: 0,
+            killing: None,
+            after_exit: AfterExit::Policy,
+            kill_deadline: None,
+            startup_deadline: now + self.cfg.health.startup_timeout_s,
+            exited: false,
+        }
+    }
+
+    /// SIGTERM to the group now, SIGKILL after `stop_timeout_s`.
+    async fn begin_stop(&mut self, reason: &str, after: AfterExit) {
+        let Phase::Running(run) = &mut self.phase else { return };
+        run.after_exit = after;
+        if run.killing == Some(ExitCause::OperatorStop) {
+            return; // already stopping; only what happens afterwards changed
+        }
+        run.killing = Some(ExitCause::OperatorStop);
+        run.kill_deadline = Some(Instant::now() + self.cfg.stop_timeout_s);
+        let pgid = run.pgid;
+        if let Err(e) = signal_group(pgid, Signal::SIGTERM) {
+            tracing::warn!("SIGTERM to {} (group {pgid}): {e}", self.cfg.id);
+        }
+        self.emit(ModelChange::Stopping { reason: reason.into() }).await;
+    }
+
+    /// A failure-driven kill (health, start-up timeout): the policy decides what follows.
+    fn kill_for(&mut self, cause: ExitCause) {
+        let Phase::Running(run) = &mut self.phase else { return };
+        if run.killing.is_some() {
+            return;
+        }
+        run.killing = Some(cause);
+        run.kill_deadline = Some(Instant::now() + self.cfg.stop_timeout_s);
+        let _ = signal_group(run.pgid, Signal::SIGTERM);
+    }
+
+    fn on_kill_deadline(&mut self) {
+        if let Phase::Running(run) = &mut self.phase {
+            run.kill_deadline = None;
+            tracing::warn!("{} did not stop within {:?}: SIGKILL", self.cfg.id, self.cfg.stop_timeout_s);
+            let _ = signal_group(run.pgid, Signal::SIGKILL);
+        }
+    }
+
+    async fn on_startup_timeout(&mut self) {
+        let secs = self.cfg.health.startup_timeout_s.as_secs_f64();
+        self.note(Level::Error, &format!("not ready within startup_timeout_s ({secs}s): stopping it"));
+        self.kill_for(ExitCause::StartupTimeout);
+    }
+
+    async fn on_probe(&mut self, outcome: CheckOutcome) {
+        let Phase::Running(run) = &mut self.phase else { return };
+        if run.killing.is_some() {
+            return;
+        }
+        match outcome {
+            CheckOutcome::Healthy(mode) => {
+                let was_ready = run.ready_since.is_some();
+                run.health_failures = 0;
+                if !was_ready {
+                    run.ready_since = Some(Instant::now());
+                    run.ever_ready = true;
+                    let startup_ms = run.spawned_at.elapsed().as_millis() as u64;
+                    if mode == HealthMode::ModelsOnly {
+                        self.note(Level::Info, &format!("{} answers 404: no health endpoint, readiness rests on /v1/models", self.cfg.health.path));
+                    }
+                    self.emit(ModelChange::Ready { health: mode, startup_ms }).await;
+                }
+            }
+            CheckOutcome::NotListening if !run.ever_ready => {} // still loading
+            CheckOutcome::NotListening | CheckOutcome::Unhealthy(_) => {
+                let reason = match outcome {
+                    CheckOutcome::Unhealthy(r) => r,
+                    _ => "connection refused".into(),
+                };
+                if !run.ever_ready {
+                    return; // start-up errors are judged by startup_timeout_s, not by health
+                }
+                run.health_failures += 1;
+                run.ready_since = None;
+                let failures = run.health_failures;
+                let threshold = self.cfg.health.failure_threshold;
+                if failures == 1 || failures == threshold {
+                    self.emit(ModelChange::Unhealthy { reason: reason.clone(), consecutive_failures: failures }).await;
+                }
+                if failures >= threshold && self.cfg.restart.policy != RestartPolicy::No {
+                    self.note(Level::Warn, &format!("{failures} health checks failed in a row ({reason}): restarting"));
+                    self.kill_for(ExitCause::HealthFailure);
+                }
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, status: io::Result<ExitStatus>) {
+        let Phase::Running(mut run) = std::mem::replace(&mut self.phase, Phase::Idle) else { return };
+        run.exited = true;
+        run.prober.abort();
+        self.shared.processes.clear(&self.cfg.id);
+        // Stragglers that left the leader behind still hold the GPU: take the group down.
+        let _ = signal_group(run.pgid, Signal::SIGKILL);
+        for done in run.drained.drain(..) {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, done).await;
+        }
+        let oom_line = self.capture.oom.lock().unwrap_or_else(|p| p.into_inner()).explaining_line().map(str::to_owned);
+        let (cause, exit_code, signal) = classify(&status, run.killing);
+
+        if cause == ExitCause::OperatorStop {
+            match run.after_exit {
+                AfterExit::StartAgain => {
+                    self.emit(ModelChange::Stopped { reason: Some("restarting".into()) }).await;
+                    self.spawn(0).await;
+                }
+                AfterExit::StayStopped | AfterExit::Policy => {
+                    let reason = self.stop_reason(run.killing);
+                    self.emit(ModelChange::Stopped { reason: Some(reason) }).await;
+                }
+            }
+            return;
+        }
+
+        let oom = oom_line.is_some();
+        let reason = crash_reason(cause, &status, oom_line.as_deref(), &self.cfg);
+        self.note(Level::Error, &reason);
+        self.emit(ModelChange::Crashed { exit_code, signal, oom, oom_line, reason: reason.clone() }).await;
+
+        if run.ready_since.is_some_and(|t| t.elapsed() >= self.cfg.restart.reset_after_s) {
+            self.restarts_in_row = 0;
+        }
+        if self.shutdown.is_some() {
+            self.emit(ModelChange::Stopped { reason: Some("llmdeck is shutting down".into()) }).await;
+            return;
+        }
+        match decide(&self.cfg.restart, cause, self.restarts_in_row) {
+            Decision::Restart { attempt, delay } => {
+                self.restarts_in_row = attempt;
+                let delay_ms = delay.as_millis() as u64;
+                self.note(Level::Warn, &format!("{reason}, restart {attempt} in {}", crate::util::fmt_duration_ms(delay_ms)));
+                self.phase = Phase::Backoff { until: Instant::now() + delay, attempt };
+                self.emit(ModelChange::Backoff { attempt, delay_ms, reason }).await;
+            }
+            Decision::NoRestart if cause == ExitCause::Exited(0) => {
+                let reason = format!("exited with code 0; restart policy {} does not restart it", policy_name(self.cfg.restart.policy));
+                self.emit(ModelChange::Stopped { reason: Some(reason) }).await;
+            }
+            Decision::NoRestart => {
+                let reason = format!("{reason}; restart policy {}", policy_name(self.cfg.restart.policy));
+                self.emit(ModelChange::Failed { reason }).await;
+            }
+            Decision::GiveUp => {
+                let reason = format!("gave up after {} restarts in a row; last: {reason}", self.restarts_in_row);
+                self.note(Level::Error, &reason);
+                self.emit(ModelChange::Failed { reason }).await;
+            }
+        }
+    }
+
+    fn stop_reason(&self, killing: Option<ExitCause>) -> String {
+        match (killing, self.shutdown.is_some()) {
+            (_, true) => "llmdeck is shutting down".into(),
+            _ => "stopped by operator".into(),
+        }
+    }
+
+    async fn emit(&self, change: ModelChange) {
+        let event = Event::Model(ModelEvent { ts: Utc::now(), model: self.cfg.id.clone(), change });
+        let _ = self.shared.events.send(event).await;
+    }
+
+    /// A line from llmdeck about this model, into its log and the Logs pane.
+    fn note(&self, level: Level, text: &str) {
+        let line = LogLine { ts: Utc::now(), stream: Stream::Internal, level: Some(level), text: format!("llmdeck: {text}"), truncated: false, oom: false };
+        {
+            let mut file = self.capture.file.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = file.write_line(line.text.as_bytes()).and_then(|()| file.flush());
+        }
+        let batch = LogBatch { source: self.capture.source.clone(), lines: vec![line], dropped_before: 0 };
+        let _ = self.shared.events.try_send(Event::Log(batch));
+    }
+}
+
+fn ack(message: String) -> Ack {
+    Ack { message }
+}
+
+async fn sleep_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn policy_name(p: RestartPolicy) -> &'static str {
+    match p {
+        RestartPolicy::No => "no",
+        RestartPolicy::OnFailure => "on-failure",
+        RestartPolicy::Always => "always",
+    }
+}
+
+/// The cause of an exit, and its code or signal.
+fn classify(status: &io::Result<ExitStatus>, killing: Option<ExitCause>) -> (ExitCause, Option<i32>, Option<i32>) {
+    use std::os::unix::process::ExitStatusExt;
+    let (code, signal) = match status {
+        Ok(s) => (s.code(), s.signal()),
+        Err(_) => (None, None),
+    };
+    let cause = match (killing, code, signal) {
+        (Some(cause), _, _) => cause,
+        (None, Some(c), _) => ExitCause::Exited(c),
+        (None, None, Some(s)) => ExitCause::Signalled(s),
+        (None, None, None) => ExitCause::Signalled(0),
+    };
+    (cause, code, signal)
+}
+
+fn crash_reason(cause: ExitCause, status: &io::Result<ExitStatus>, oom_line: Option<&str>, cfg: &ModelConfig) -> String {
+    let base = match cause {
+        ExitCause::Exited(code) => format!("exited with code {code}"),
+        ExitCause::Signalled(sig) => match Signal::try_from(sig) {
+            Ok(s) => format!("killed by {s}"),
+            Err(_) => format!("killed by signal {sig}"),
+        },
+        ExitCause::HealthFailure => format!("stopped after {} failed health checks", cfg.health.failure_threshold),
+        ExitCause::StartupTimeout => format!("not ready within {}s", cfg.health.startup_timeout_s.as_secs_f64()),
+        ExitCause::OperatorStop => "stopped by operator".into(),
+    };
+    let base = match status {
+        Err(e) => format!("{base} (waiting for it failed: {e})"),
+        Ok(_) => base,
+    };
+    match oom_line {
+        Some(line) => format!("CUDA out of memory ({base}): {}", line.trim()),
+        None => base,
+    }
+}
+
+/// Polls readiness every [`STARTUP_POLL`] until ready, then health every `interval_s`.
+async fn probe_loop(cfg: ModelConfig, out: mpsc::Sender<CheckOutcome>) {
+    let api_key = cfg.api_key_env.as_ref().and_then(|var| cfg.env.get(var).cloned().or_else(|| std::env::var(var).ok()));
+    let mut checker = match HealthChecker::new(&cfg.base_url(), &cfg.health.path, api_key, cfg.health.timeout_s) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = out.send(CheckOutcome::Unhealthy(format!("cannot build the HTTP client: {e}"))).await;
+            return;
+        }
+    };
+    let mut ready = false;
+    loop {
+        let outcome = checker.check().await;
+        if matches!(outcome, CheckOutcome::Healthy(_)) {
+            ready = true;
+        }
+        if out.send(outcome).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(if ready { cfg.health.interval_s } else { STARTUP_POLL }).await;
+    }
+}

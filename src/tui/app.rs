@@ -1,0 +1,314 @@
+//! The TUI's model: the engine's [`State`] as this viewer last saw it, plus what only this
+//! viewer cares about (focus, selection, overlays, its own log rings). `update` never does I/O:
+//! it returns [`Effect`]s for the loop to carry out.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyEvent, KeyEventKind};
+
+use super::keymap::{Action, Pane, action_for};
+use super::logs_view::{LogEffect, LogView, LogViewOutcome};
+use crate::engine::{Command, Event, ModelState, Severity, Snapshot, State};
+use crate::logs::LogSource;
+
+/// How long a message in the footer stays.
+const TOAST_FOR: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    Help,
+    Confirm(Confirm),
+    ModelDetail(String),
+    GpuDetail(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    Stop(String),
+    Restart(String),
+    Quit { active_models: usize },
+}
+
+impl Confirm {
+    pub fn question(&self) -> String {
+        match self {
+            Confirm::Stop(id) => format!("Stop {id}?"),
+            Confirm::Restart(id) => format!("Restart {id}?"),
+            Confirm::Quit { active_models: 1 } => "Quit? The running model will be stopped.".into(),
+            Confirm::Quit { active_models } => format!("Quit? {active_models} running models will be stopped."),
+        }
+    }
+}
+
+/// Work for the event loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Send(Command),
+    Quit,
+    Log(LogEffect),
+}
+
+#[derive(Debug, Clone)]
+pub struct Toast {
+    pub text: String,
+    pub severity: Severity,
+    pub at: Instant,
+}
+
+/// Where this viewer is looking from: shown in the header.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// `in-process`, `demo`, or the daemon's address.
+    pub mode: String,
+}
+
+pub struct App {
+    pub state: State,
+    pub origin: Origin,
+    pub focus: Pane,
+    pub zoomed: bool,
+    pub overlay: Overlay,
+    pub models_selected: usize,
+    pub gpus_selected: usize,
+    pub tests_selected: usize,
+    pub logs: LogView,
+    pub toast: Option<Toast>,
+    /// When this viewer learned of each model's current state: uptimes and countdowns count on
+    /// from here, never from the engine's clock.
+    pub model_since: HashMap<String, Instant>,
+    pub quitting: bool,
+}
+
+impl App {
+    pub fn new(snapshot: Snapshot, origin: Origin, ring_lines: usize) -> Self {
+        let mut logs = LogView::new(ring_lines);
+        logs.seed(&snapshot.log_tail);
+        let now = Instant::now();
+        let model_since = snapshot.state.models.iter().map(|m| (m.id.clone(), now)).collect();
+        Self {
+            state: snapshot.state,
+            origin,
+            focus: Pane::Models,
+            zoomed: false,
+            overlay: Overlay::None,
+            models_selected: 0,
+            gpus_selected: 0,
+            tests_selected: 0,
+            logs,
+            toast: None,
+            model_since,
+            quitting: false,
+        }
+    }
+
+    /// Folds one engine event into this viewer.
+    pub fn on_event(&mut self, event: &Event) {
+        self.state.apply(event);
+        match event {
+            Event::Log(batch) => self.logs.push_batch(batch),
+            Event::Model(m) => {
+                self.model_since.insert(m.model.clone(), Instant::now());
+            }
+            _ => {}
+        }
+    }
+
+    /// After falling behind: start again from a fresh snapshot, counting what was missed.
+    pub fn resync(&mut self, snapshot: Snapshot, missed: u64) {
+        self.logs.note_lagged(missed);
+        self.state = snapshot.state;
+    }
+
+    pub fn show_toast(&mut self, text: impl Into<String>, severity: Severity) {
+        self.toast = Some(Toast { text: text.into(), severity, at: Instant::now() });
+    }
+
+    /// Drops an expired toast; true if the screen changed.
+    pub fn expire_toast(&mut self) -> bool {
+        if self.toast.as_ref().is_some_and(|t| t.at.elapsed() >= TOAST_FOR) {
+            self.toast = None;
+            return true;
+        }
+        false
+    }
+
+    pub fn active_models(&self) -> usize {
+        self.state.models.iter().filter(|m| m.state.is_active()).count()
+    }
+
+    pub fn selected_model(&self) -> Option<&crate::engine::ModelStatus> {
+        self.state.models.get(self.models_selected)
+    }
+
+    pub fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        if key.kind == KeyEventKind::Release {
+            return Vec::new();
+        }
+        if !matches!(self.overlay, Overlay::None) {
+            return self.on_overlay_key(key);
+        }
+        if self.focus == Pane::Logs && self.logs.is_capturing_input() {
+            return self.forward_to_logs(key);
+        }
+        match action_for(key, self.focus) {
+            Some(action) => self.on_action(action),
+            None if self.focus == Pane::Logs => self.forward_to_logs(key),
+            None => Vec::new(),
+        }
+    }
+
+    fn forward_to_logs(&mut self, key: KeyEvent) -> Vec<Effect> {
+        match self.logs.handle_key(key) {
+            LogViewOutcome::Effect(e) => vec![Effect::Log(e)],
+            LogViewOutcome::Consumed | LogViewOutcome::NotConsumed => Vec::new(),
+        }
+    }
+
+    fn on_overlay_key(&mut self, key: KeyEvent) -> Vec<Effect> {
+        use crossterm::event::KeyCode;
+        if let Overlay::Confirm(confirm) = &self.overlay {
+            let confirm = confirm.clone();
+            return match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+                    self.overlay = Overlay::None;
+                    self.confirmed(confirm)
+                }
+                KeyCode::Char('c') if key.modifiers.contains(crossterm::event::KeyModifiers::CONTROL) => self.on_action(Action::ForceQuit),
+                _ => {
+                    self.overlay = Overlay::None;
+                    Vec::new()
+                }
+            };
+        }
+        match action_for(key, self.focus) {
+            Some(Action::ForceQuit) => self.on_action(Action::ForceQuit),
+            Some(Action::Help) if self.overlay == Overlay::Help => {
+                self.overlay = Overlay::None;
+                Vec::new()
+            }
+            Some(Action::Close | Action::Quit) => {
+                self.overlay = Overlay::None;
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn confirmed(&mut self, confirm: Confirm) -> Vec<Effect> {
+        match confirm {
+            Confirm::Stop(model) => vec![Effect::Send(Command::StopModel { model })],
+            Confirm::Restart(model) => vec![Effect::Send(Command::RestartModel { model })],
+            Confirm::Quit { .. } => {
+                self.quitting = true;
+                vec![Effect::Quit]
+            }
+        }
+    }
+
+    pub fn on_action(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::FocusNext => self.focus = self.focus.next(),
+            Action::FocusPrev => self.focus = self.focus.prev(),
+            Action::Focus(p) => self.focus = p,
+            Action::Zoom => self.zoomed = !self.zoomed,
+            Action::Help => self.overlay = Overlay::Help,
+            Action::Close => {
+                if self.zoomed {
+                    self.zoomed = false;
+                }
+            }
+            Action::Quit => {
+                let active = self.active_models();
+                if active > 0 {
+                    self.overlay = Overlay::Confirm(Confirm::Quit { active_models: active });
+                } else {
+                    self.quitting = true;
+                    return vec![Effect::Quit];
+                }
+            }
+            Action::ForceQuit => {
+                self.quitting = true;
+                return vec![Effect::Quit];
+            }
+            Action::Up | Action::Down | Action::Top | Action::Bottom | Action::PageUp | Action::PageDown => self.move_selection(action),
+            Action::Detail => self.open_detail(),
+            Action::StartModel => {
+                if let Some(m) = self.selected_model() {
+                    return vec![Effect::Send(Command::StartModel { model: m.id.clone() })];
+                }
+            }
+            Action::StopModel => {
+                if let Some(m) = self.selected_model() {
+                    self.overlay = Overlay::Confirm(Confirm::Stop(m.id.clone()));
+                }
+            }
+            Action::RestartModel => {
+                if let Some(m) = self.selected_model() {
+                    self.overlay = Overlay::Confirm(Confirm::Restart(m.id.clone()));
+                }
+            }
+            Action::ShowLogs => self.show_logs_of_selection(),
+        }
+        Vec::new()
+    }
+
+    fn list_len(&self) -> usize {
+        match self.focus {
+            Pane::Models => self.state.models.len(),
+            Pane::Gpus => self.state.gpus.gpus.len(),
+            Pane::Tests => self.state.tests.len(),
+            Pane::Logs => 0,
+        }
+    }
+
+    fn move_selection(&mut self, action: Action) {
+        let len = self.list_len();
+        let selected = match self.focus {
+            Pane::Models => &mut self.models_selected,
+            Pane::Gpus => &mut self.gpus_selected,
+            Pane::Tests => &mut self.tests_selected,
+            Pane::Logs => return,
+        };
+        let last = len.saturating_sub(1);
+        *selected = match action {
+            Action::Up => selected.saturating_sub(1),
+            Action::Down => (*selected + 1).min(last),
+            Action::Top => 0,
+            Action::Bottom => last,
+            Action::PageUp => selected.saturating_sub(10),
+            Action::PageDown => (*selected + 10).min(last),
+            _ => *selected,
+        };
+    }
+
+    fn open_detail(&mut self) {
+        match self.focus {
+            Pane::Models => {
+                if let Some(m) = self.selected_model() {
+                    self.overlay = Overlay::ModelDetail(m.id.clone());
+                }
+            }
+            Pane::Gpus if !self.state.gpus.gpus.is_empty() => self.overlay = Overlay::GpuDetail(self.gpus_selected),
+            _ => {}
+        }
+    }
+
+    fn show_logs_of_selection(&mut self) {
+        let source = match self.focus {
+            Pane::Models => self.selected_model().map(|m| LogSource::Model(m.id.clone())),
+            Pane::Tests => self.state.tests.get(self.tests_selected).map(|t| LogSource::Test(t.name.clone())),
+            _ => None,
+        };
+        if let Some(source) = source {
+            self.logs.set_source_filter(Some(source));
+            self.focus = Pane::Logs;
+        }
+    }
+
+    /// Anything on screen that moves by itself (spinners, countdowns)?
+    pub fn has_live_timers(&self) -> bool {
+        self.state.models.iter().any(|m| matches!(m.state, ModelState::Starting | ModelState::Backoff | ModelState::Stopping))
+    }
+}

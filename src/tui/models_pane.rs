@@ -1,0 +1,208 @@
+//! The Models pane: a table of supervised models, the newest bad news under it, and the detail
+//! overlay.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
+
+use super::app::App;
+use super::theme::Theme;
+use super::view::ViewCtx;
+use crate::engine::{HealthMode, ModelState, ModelStatus};
+use crate::util::fmt_duration_ms;
+
+const SPINNER: [&str; 4] = ["◐", "◓", "◑", "◒"];
+
+/// Symbol, word and style of a state: readable without colour.
+pub fn state_look(m: &ModelStatus, theme: &Theme, spinner: usize) -> (&'static str, &'static str, Style) {
+    match m.state {
+        ModelState::Ready => ("●", "ready", theme.good()),
+        ModelState::Starting => (SPINNER[spinner % SPINNER.len()], "starting", theme.warn()),
+        ModelState::Unhealthy => ("▲", "unhealthy", theme.warn()),
+        ModelState::Backoff => ("↻", "backoff", theme.warn()),
+        ModelState::Crashed => ("✖", "crashed", theme.bad()),
+        ModelState::Failed => ("✖", "failed", theme.bad()),
+        ModelState::Stopping => ("◌", "stopping", theme.warn()),
+        ModelState::Stopped => ("○", "stopped", theme.dim()),
+    }
+}
+
+fn state_text(m: &ModelStatus, app: &App, ctx: &ViewCtx) -> (String, Style) {
+    let (symbol, word, style) = state_look(m, &ctx.theme, ctx.spinner);
+    let extra = match m.state {
+        ModelState::Backoff => {
+            let elapsed = elapsed_ms(app, m, ctx);
+            let left = m.backoff_delay_ms.unwrap_or(0).saturating_sub(elapsed);
+            format!(" {}", fmt_countdown(left))
+        }
+        ModelState::Failed if m.last_exit.as_ref().is_some_and(|e| e.oom) => " (OOM)".into(),
+        _ => String::new(),
+    };
+    (format!("{symbol} {word}{extra}"), style)
+}
+
+/// Backoff countdowns in whole seconds, rounded up, so "0s" never shows while still waiting.
+fn fmt_countdown(ms: u64) -> String {
+    format!("{}s", ms.div_ceil(1000))
+}
+
+fn elapsed_ms(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> u64 {
+    app.model_since.get(&m.id).map_or(0, |since| ctx.now.saturating_duration_since(*since).as_millis() as u64)
+}
+
+fn uptime(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> String {
+    match m.state {
+        ModelState::Ready | ModelState::Unhealthy | ModelState::Starting => fmt_duration_ms(elapsed_ms(app, m, ctx) / 1000 * 1000),
+        _ => "—".into(),
+    }
+}
+
+fn last_exit(m: &ModelStatus) -> String {
+    match &m.last_exit {
+        None => "—".into(),
+        Some(e) if e.oom => "OOM".into(),
+        Some(e) => match (e.exit_code, e.signal) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(sig)) => format!("sig {sig}"),
+            _ => "?".into(),
+        },
+    }
+}
+
+pub fn fmt_bytes_g(bytes: u64) -> String {
+    format!("{:.1}G", bytes as f64 / (1u64 << 30) as f64)
+}
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx, focused: bool) {
+    let t = &ctx.theme;
+    if app.state.models.is_empty() {
+        let text = vec![
+            Line::from("No models configured."),
+            Line::styled("Add them under `models:` in the config (see config.example.yaml).", t.dim()),
+        ];
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let bad_news = last_bad_news(app, ctx);
+    let news_height = if bad_news.is_some() && area.height > 6 { 2 } else { 0 };
+    let [table_area, news_area] = Layout::vertical([Constraint::Fill(1), Constraint::Length(news_height)]).areas(area);
+    let columns = Columns::for_width(area.width);
+    let rows = app.state.models.iter().map(|m| {
+        let (state, style) = state_text(m, app, ctx);
+        let mut cells = vec![
+            Cell::from(m.id.clone()),
+            Cell::from(Span::styled(state, style)),
+            Cell::from(uptime(app, m, ctx)),
+            Cell::from(m.restarts.to_string()),
+            Cell::from(Span::styled(m.ooms.to_string(), if m.ooms > 0 { t.bad() } else { Style::new() })),
+        ];
+        if columns >= Columns::Medium {
+            cells.push(Cell::from(last_exit(m)));
+            cells.push(Cell::from(m.summary.port.to_string()));
+        }
+        if columns == Columns::Wide {
+            cells.push(Cell::from(m.pid.map_or("—".into(), |p| p.to_string())));
+        }
+        if columns >= Columns::Medium {
+            cells.push(Cell::from(m.gpu_memory_bytes.map_or("—".into(), fmt_bytes_g)));
+        }
+        Row::new(cells)
+    });
+    let (header, widths) = columns.layout();
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(t.header()))
+        .row_highlight_style(if focused { t.selected() } else { Style::new() })
+        .column_spacing(1);
+    let mut state = TableState::default().with_selected(Some(app.models_selected.min(app.state.models.len() - 1)));
+    frame.render_stateful_widget(table, table_area, &mut state);
+
+    if let (Some(line), true) = (bad_news, news_height > 0) {
+        frame.render_widget(Paragraph::new(line).wrap(Wrap { trim: true }), news_area);
+    }
+}
+
+/// How many columns fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Columns {
+    Narrow,
+    Medium,
+    Wide,
+}
+
+impl Columns {
+    fn for_width(width: u16) -> Columns {
+        match width {
+            0..56 => Columns::Narrow,
+            56..84 => Columns::Medium,
+            _ => Columns::Wide,
+        }
+    }
+
+    fn layout(self) -> (Vec<&'static str>, Vec<Constraint>) {
+        use Constraint::{Fill, Length};
+        match self {
+            Columns::Narrow => (vec!["MODEL", "STATE", "UP", "RST", "OOM"], vec![Fill(1), Length(13), Length(6), Length(3), Length(3)]),
+            Columns::Medium => (
+                vec!["MODEL", "STATE", "UP", "RST", "OOM", "LAST", "PORT", "GPU"],
+                vec![Fill(1), Length(13), Length(6), Length(3), Length(3), Length(6), Length(5), Length(5)],
+            ),
+            Columns::Wide => (
+                vec!["MODEL", "STATE", "UP", "RESTARTS", "OOM", "LAST", "PORT", "PID", "GPU MEM"],
+                vec![Fill(2), Length(16), Length(7), Length(8), Length(3), Length(7), Length(5), Length(7), Length(7)],
+            ),
+        }
+    }
+}
+
+/// "last: tinyllama crashed 13:58:02 — CUDA out of memory..." for the newest crash.
+fn last_bad_news(app: &App, ctx: &ViewCtx) -> Option<Line<'static>> {
+    let m = app.state.models.iter().filter(|m| m.last_exit.is_some()).max_by_key(|m| m.last_exit.as_ref().map(|e| e.ts))?;
+    let exit = m.last_exit.as_ref()?;
+    let what = if exit.oom {
+        m.last_oom_line.clone().unwrap_or_else(|| "CUDA out of memory".into())
+    } else {
+        m.timeline.iter().rev().find(|e| e.state == ModelState::Crashed).map(|e| e.detail.clone()).unwrap_or_else(|| last_exit(m))
+    };
+    let when = ctx.local(exit.ts).format("%H:%M:%S");
+    Some(Line::from(vec![Span::raw(format!("last: {} crashed {when} — ", m.id)), Span::raw(what)]))
+}
+
+pub fn render_detail(frame: &mut Frame, area: Rect, app: &App, id: &str, ctx: &ViewCtx) {
+    let t = &ctx.theme;
+    let Some(m) = app.state.model(id) else { return };
+    frame.render_widget(Clear, area);
+    let block = Block::default().borders(Borders::ALL).border_type(BorderType::Double).title(format!(" {id} · Esc closes "));
+    let (state, style) = state_text(m, app, ctx);
+    let label = |l: &str| Span::styled(format!("{l:<14}"), t.header());
+    let mut lines = vec![
+        Line::from(vec![label("state"), Span::styled(state, style), Span::raw(m.reason.as_ref().map(|r| format!(" — {r}")).unwrap_or_default())]),
+        Line::from(vec![label("command"), Span::raw(m.summary.command_line.clone())]),
+        Line::from(vec![label("endpoint"), Span::raw(m.summary.base_url.clone())]),
+        Line::from(vec![
+            label("health"),
+            Span::raw(match m.health {
+                HealthMode::HealthAndModels => format!("{} and /v1/models", m.summary.health_path),
+                HealthMode::ModelsOnly => format!("no health endpoint ({} answers 404): readiness rests on /v1/models", m.summary.health_path),
+                HealthMode::Unknown => format!("{} and /v1/models (not ready yet)", m.summary.health_path),
+            }),
+        ]),
+        Line::from(vec![label("restart"), Span::raw(format!("policy {} · restarts {} · OOMs {}", m.summary.policy, m.restarts, m.ooms))]),
+        Line::from(vec![label("pid"), Span::raw(m.pid.map_or("—".into(), |p| p.to_string())), Span::raw(m.gpu_memory_bytes.map(|b| format!(" · GPU memory {}", fmt_bytes_g(b))).unwrap_or_default())]),
+        Line::from(vec![label("last exit"), Span::raw(last_exit(m))]),
+    ];
+    if let Some(oom) = &m.last_oom_line {
+        lines.push(Line::from(vec![label("last OOM"), Span::styled(oom.clone(), t.bad())]));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::styled("recent events", t.header()));
+    for e in m.timeline.iter().rev() {
+        lines.push(Line::from(vec![
+            Span::styled(ctx.local(e.ts).format("%H:%M:%S ").to_string(), t.dim()),
+            Span::raw(format!("{:<10} ", e.state.name())),
+            Span::raw(e.detail.clone()),
+        ]));
+    }
+    frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), area);
+}

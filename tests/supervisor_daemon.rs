@@ -1,0 +1,150 @@
+//! Black-box tests of the supervisor through `llmdeck daemon` and real `llmdeck mock-llm`
+//! processes: readiness, restart policies with backoff, OOM labelling, and no leftovers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, Sandbox, alive, free_port, mock_model, wait_gone};
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(40);
+
+fn is(model: &'static str, state: &'static str) -> impl Fn(&Value) -> bool {
+    move |v| v["type"] == "model" && v["model"] == model && v["state"] == state
+}
+
+fn pids_of(d: &Daemon, model: &str) -> Vec<u32> {
+    d.model_events(model).iter().filter(|v| v["state"] == "starting").filter_map(|v| v["pid"].as_u64()).map(|p| p as u32).collect()
+}
+
+#[test]
+fn restart_policies_backoff_and_oom_through_the_daemon() {
+    let sb = Sandbox::new();
+    let policy = |p: &str, max: u32| format!("    restart: {{ policy: {p}, max_restarts: {max}, delay_s: 1, max_delay_s: 60 }}\n");
+    let models = [
+        mock_model("ready", free_port(), "", ""),
+        mock_model("exit3", free_port(), ", --crash-after, \"0.3\", --exit-code, \"3\"", &policy("on-failure", 3)),
+        mock_model("oom", free_port(), ", --oom-after, \"0.3\"", &policy("no", 3)),
+        mock_model("clean-on-failure", free_port(), ", --crash-after, \"0.3\", --exit-code, \"0\"", &policy("on-failure", 3)),
+        mock_model("clean-always", free_port(), ", --crash-after, \"0.3\", --exit-code, \"0\"", &policy("always", 1)),
+    ];
+    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{}", models.join("")));
+    let mut d = Daemon::start(&sb, &config);
+
+    // (a) starts and becomes ready.
+    let ready = d.wait_for("ready to be ready", LONG, is("ready", "ready"));
+    assert!(ready["ts"].as_str().is_some_and(|ts| chrono::DateTime::parse_from_rfc3339(ts).is_ok()), "ts is RFC 3339: {ready}");
+
+    // (b) exit 3 under on-failure, max 3, delay 1 s: backoff 1000, 2000, 4000 ms, then failed.
+    let failed = d.wait_for("exit3 to fail", LONG, is("exit3", "failed"));
+    let backoffs: Vec<u64> =
+        d.model_events("exit3").iter().filter(|v| v["state"] == "backoff").filter_map(|v| v["delay_ms"].as_u64()).collect();
+    assert_eq!(backoffs, [1000, 2000, 4000], "states: {:?}", d.states_of("exit3"));
+    let attempts: Vec<u64> =
+        d.model_events("exit3").iter().filter(|v| v["state"] == "backoff").filter_map(|v| v["attempt"].as_u64()).collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    let crashes: Vec<&Value> = d.model_events("exit3").into_iter().filter(|v| v["state"] == "crashed").collect();
+    assert_eq!(crashes.len(), 4);
+    assert!(crashes.iter().all(|c| c["exit_code"] == 3 && c["oom"] == false));
+    assert!(failed["reason"].as_str().is_some_and(|r| r.contains("3 restarts")), "{failed}");
+
+    // (c) OOM under policy no: crashed with oom and the line, never restarted.
+    let crashed = d.wait_for("oom to crash", LONG, is("oom", "crashed"));
+    assert_eq!(crashed["oom"], true, "{crashed}");
+    assert!(crashed["oom_line"].as_str().is_some_and(|l| l.to_lowercase().contains("out of memory")), "{crashed}");
+    assert_eq!(crashed["exit_code"], 1);
+    d.wait_for("oom to be failed", LONG, is("oom", "failed"));
+
+    // (d) exit 0 under on-failure: no restart.
+    d.wait_for("clean-on-failure to stop", LONG, is("clean-on-failure", "stopped"));
+
+    // (e) exit 0 under always: restarted (once, then max_restarts is reached).
+    d.wait_for("clean-always to back off", LONG, is("clean-always", "backoff"));
+    d.wait_for("clean-always to give up", LONG, is("clean-always", "failed"));
+
+    // Nothing more happens to the models that settled.
+    d.drain_for(Duration::from_millis(1500));
+    for (model, starts) in [("oom", 1), ("clean-on-failure", 1), ("clean-always", 2), ("exit3", 4)] {
+        assert_eq!(pids_of(&d, model).len(), starts, "{model} states: {:?}", d.states_of(model));
+    }
+
+    // SIGTERM: every model is stopped and the daemon exits 0, leaving no process behind.
+    let ready_pid = pids_of(&d, "ready")[0];
+    assert!(alive(ready_pid));
+    d.signal(15);
+    let status = d.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "daemon exit: {status:?}");
+    d.wait_for("ready to be stopped", Duration::from_secs(1), is("ready", "stopped"));
+    let all_pids: Vec<u32> = ["ready", "exit3", "oom", "clean-on-failure", "clean-always"].iter().flat_map(|m| pids_of(&d, m)).collect();
+    for pid in all_pids {
+        assert!(wait_gone(pid, Duration::from_secs(2)), "model process {pid} outlived the daemon");
+    }
+}
+
+#[test]
+fn health_404_means_models_only_and_stop_by_signal_is_reported() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    // A health path the mock does not serve: readiness rests on /v1/models alone.
+    let model = mock_model("nohealth", port, "", "").replace("health: {", "health: { path: /no-such-health,");
+    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
+    let mut d = Daemon::start(&sb, &config);
+    let ready = d.wait_for("ready", LONG, is("nohealth", "ready"));
+    assert_eq!(ready["health"], "models_only", "{ready}");
+    d.signal(2);
+    assert!(d.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn kill_9_of_the_daemon_leaves_no_model_behind() {
+    let sb = Sandbox::new();
+    let (p1, p2) = (free_port(), free_port());
+    // `plain` is a direct child: the parent-death signal ends it. `wrapped` runs under a shell
+    // that is killed, leaving the mock orphaned: the next start must find and end it.
+    let plain = mock_model("plain", p1, "", "");
+    let wrapped = format!(
+        "  - id: wrapped\n    command: sh\n    args: [-c, \"'{}' mock-llm --port {p2} & wait\"]\n    port: {p2}\n    health: {{ interval_s: 0.5, timeout_s: 1, startup_timeout_s: 30 }}\n    stop_timeout_s: 3\n",
+        common::BIN
+    );
+    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{plain}{wrapped}"));
+    let mut d = Daemon::start(&sb, &config);
+    d.wait_for("plain ready", LONG, is("plain", "ready"));
+    d.wait_for("wrapped ready", LONG, is("wrapped", "ready"));
+    let plain_pid = pids_of(&d, "plain")[0];
+    let orphan = listener_pid(p2).expect("the wrapped mock listens");
+
+    d.signal(9);
+    d.wait_exit(Duration::from_secs(5));
+    assert!(wait_gone(plain_pid, Duration::from_secs(3)), "the directly supervised model survived kill -9 of llmdeck");
+    assert!(alive(orphan), "test premise: the shell's child is orphaned");
+
+    // The next start reports and ends the leftover.
+    let mut next = Daemon::start(&sb, &config);
+    let alert = next.wait_for("a leftover alert", LONG, |v| v["type"] == "alert");
+    assert!(alert["message"].as_str().is_some_and(|m| m.contains(&orphan.to_string())), "{alert}");
+    assert!(wait_gone(orphan, Duration::from_secs(3)), "the leftover was not ended");
+    next.signal(15);
+    assert!(next.wait_exit(Duration::from_secs(20)).success());
+}
+
+/// The PID of the process listening on a loopback port (via /proc/net/tcp and fd links).
+fn listener_pid(port: u16) -> Option<u32> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = tcp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+        (local_port == port && *f.get(3)? == "0A").then(|| f.get(9).map(|s| s.to_string()))?
+    })?;
+    let target = format!("socket:[{inode}]");
+    for p in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,58 @@
+//! End-to-end: llmdeck's TUI in a real terminal (tmux), driven by keys.
+
+mod common;
+
+use std::time::Duration;
+
+use common::tmux::Tmux;
+use common::{BIN, Sandbox};
+
+fn sandbox_env(sb: &Sandbox) -> Vec<(&'static str, String)> {
+    let p = sb.path();
+    vec![
+        ("HOME", p.display().to_string()),
+        ("XDG_CONFIG_HOME", p.join("config").display().to_string()),
+        ("XDG_DATA_HOME", p.join("data").display().to_string()),
+        ("XDG_STATE_HOME", p.join("state").display().to_string()),
+        ("TERM", "xterm-256color".into()),
+        ("PS1", "$ ".into()),
+    ]
+}
+
+#[test]
+fn demo_shows_four_panes_help_and_quits_to_a_usable_shell() {
+    let sb = Sandbox::new();
+    let t = Tmux::start(120, 40, &sandbox_env(&sb));
+    t.type_line(&format!("'{BIN}' demo"));
+    t.wait_for("the four pane titles", Duration::from_secs(10), |s| {
+        ["1 Models", "2 GPUs", "3 Tests", "4 Logs"].iter().all(|title| s.contains(title))
+    });
+    // The demo's mock models start and become ready.
+    t.wait_text("● ready", Duration::from_secs(20));
+
+    t.keys(&["?"]);
+    t.wait_text("Keys (one map for every pane)", Duration::from_secs(5));
+    t.keys(&["Escape"]);
+    t.wait_for("help to close", Duration::from_secs(5), |s| !s.contains("Keys (one map for every pane)"));
+
+    // Models are running, so q asks first.
+    t.keys(&["q"]);
+    t.wait_text("Quit?", Duration::from_secs(5));
+    t.keys(&["y"]);
+    // Back at the shell, which echoes and runs commands again.
+    t.type_line("echo shell-ok-$((40+2))");
+    t.wait_text("shell-ok-42", Duration::from_secs(20));
+    t.type_line("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ,");
+    t.wait_text("icanon,echo,", Duration::from_secs(5));
+}
+
+#[test]
+fn without_a_config_llmdeck_says_where_it_looked() {
+    let sb = Sandbox::new();
+    let out = sb.command().output().expect("run llmdeck");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no configuration file at"), "{err}");
+    assert!(err.contains(&sb.path().join("config").join("llmdeck").join("config.yaml").display().to_string()), "{err}");
+    assert!(err.contains("llmdeck demo") && err.contains("llmdeck config init"), "{err}");
+}
