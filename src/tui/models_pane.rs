@@ -158,7 +158,13 @@ impl Columns {
 
 /// "last: tinyllama crashed 13:58:02 — CUDA out of memory..." for the newest crash.
 fn last_bad_news(app: &App, ctx: &ViewCtx) -> Option<Line<'static>> {
-    let m = app.state.models.iter().filter(|m| m.last_exit.is_some()).max_by_key(|m| m.last_exit.as_ref().map(|e| e.ts))?;
+    let failed = |e: &crate::engine::ExitInfo| e.oom || e.signal.is_some() || e.exit_code.is_some_and(|c| c != 0);
+    let m = app
+        .state
+        .models
+        .iter()
+        .filter(|m| m.last_exit.as_ref().is_some_and(failed))
+        .max_by_key(|m| m.last_exit.as_ref().map(|e| e.ts))?;
     let exit = m.last_exit.as_ref()?;
     let what = if exit.oom {
         m.last_oom_line.clone().unwrap_or_else(|| "CUDA out of memory".into())

@@ -48,6 +48,11 @@ impl Tmux {
         self.tmux(&args);
     }
 
+    /// The PID of the process in the pane (after `exec`, the program itself).
+    pub fn pane_pid(&self) -> u32 {
+        self.tmux(&["display-message", "-p", "-t", "t", "#{pane_pid}"]).trim().parse().expect("pane pid")
+    }
+
     pub fn screen(&self) -> String {
         self.tmux(&["capture-pane", "-p", "-t", "t"])
     }
