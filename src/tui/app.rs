@@ -79,6 +79,8 @@ pub struct App {
     /// from here, never from the engine's clock.
     pub model_since: HashMap<String, Instant>,
     pub quitting: bool,
+    /// First line shown of the help overlay (it scrolls on small terminals).
+    pub help_scroll: usize,
 }
 
 impl App {
@@ -100,6 +102,7 @@ impl App {
             toast: None,
             model_since,
             quitting: false,
+            help_scroll: 0,
         }
     }
 
@@ -182,6 +185,16 @@ impl App {
                 }
             };
         }
+        if self.overlay == Overlay::Help {
+            use crossterm::event::KeyCode;
+            match key.code {
+                KeyCode::Char('j') | KeyCode::Down => self.help_scroll += 1,
+                KeyCode::Char('k') | KeyCode::Up => self.help_scroll = self.help_scroll.saturating_sub(1),
+                KeyCode::PageDown => self.help_scroll += 10,
+                KeyCode::PageUp => self.help_scroll = self.help_scroll.saturating_sub(10),
+                _ => {}
+            }
+        }
         match action_for(key, self.focus) {
             Some(Action::ForceQuit) => self.on_action(Action::ForceQuit),
             Some(Action::Help) if self.overlay == Overlay::Help => {
@@ -213,7 +226,10 @@ impl App {
             Action::FocusPrev => self.focus = self.focus.prev(),
             Action::Focus(p) => self.focus = p,
             Action::Zoom => self.zoomed = !self.zoomed,
-            Action::Help => self.overlay = Overlay::Help,
+            Action::Help => {
+                self.help_scroll = 0;
+                self.overlay = Overlay::Help;
+            }
             Action::Close => {
                 if self.zoomed {
                     self.zoomed = false;

@@ -157,21 +157,22 @@ pub fn action_for(key: KeyEvent, focus: Pane) -> Option<Action> {
     }
 }
 
-/// The footer's key hints for the focused pane.
+/// The footer's key hints for the focused pane, most useful first: the footer drops hints
+/// from the end when the terminal is narrow.
 pub fn footer_hints(focus: Pane) -> Vec<&'static str> {
-    let mut hints: Vec<&'static str> = BINDINGS
-        .iter()
-        .filter(|b| match b.scope {
-            Scope::Global => false,
-            Scope::Lists => focus != Pane::Logs,
-            Scope::Pane(p) => p == focus,
-        })
-        .filter_map(|b| b.footer)
-        .collect();
-    if focus == Pane::Logs {
-        hints.extend(["/ search", "e next err", "s source", "F follow"]);
-    }
-    hints.extend(BINDINGS.iter().filter(|b| b.scope == Scope::Global).filter_map(|b| b.footer));
+    let mut hints: Vec<&'static str> = match focus {
+        Pane::Logs => vec!["/ search", "e next err", "s source", "F follow"],
+        _ => BINDINGS
+            .iter()
+            .filter(|b| match b.scope {
+                Scope::Global => false,
+                Scope::Lists => true,
+                Scope::Pane(p) => p == focus,
+            })
+            .filter_map(|b| b.footer)
+            .collect(),
+    };
+    hints.extend(["? help", "q quit", "Tab focus", "z zoom", "1-4 pane"]);
     hints
 }
 

@@ -363,7 +363,7 @@ impl LogView {
         for (source, line) in merged {
             self.ingest(source, 0, [line.clone()]);
         }
-        for source in tail.keys() {
+        for source in tail.keys().chain(self.source_filter.clone().as_ref()) {
             self.ensure_source(source);
         }
     }

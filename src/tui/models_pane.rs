@@ -37,7 +37,7 @@ fn state_text(m: &ModelStatus, app: &App, ctx: &ViewCtx) -> (String, Style) {
             let left = m.backoff_delay_ms.unwrap_or(0).saturating_sub(elapsed);
             format!(" {}", fmt_countdown(left))
         }
-        ModelState::Failed if m.last_exit.as_ref().is_some_and(|e| e.oom) => " (OOM)".into(),
+        ModelState::Failed if m.last_exit.as_ref().is_some_and(|e| e.oom) => " OOM".into(),
         _ => String::new(),
     };
     (format!("{symbol} {word}{extra}"), style)

@@ -79,13 +79,26 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx) {
         ShopperHealth::Ok => ("●", "ok", t.good()),
         ShopperHealth::Unavailable { .. } => ("✖", "unavailable", t.bad()),
     };
-    let config = s.config_path.as_deref().map(shorten_home).unwrap_or_else(|| "built-in".into());
-    let left = vec![
-        Span::styled(" llmdeck ", t.header().patch(t.accent())),
-        Span::raw(format!(" {} · {} · config {} · shopper ", s.host, app.origin.mode, config)),
-        Span::styled(format!("{shopper_symbol} {shopper_word}"), shopper_style),
-    ];
     let clock = ctx.wall.format("%H:%M:%S ").to_string();
+    let room = usize::from(area.width).saturating_sub(clock.len() + 1);
+    let config = s.config_path.as_deref().map(shorten_home).unwrap_or_else(|| "built-in".into());
+    let shopper = format!("{shopper_symbol} {shopper_word}");
+    // Drop the least useful parts first when the line does not fit.
+    let candidates = [
+        format!(" {} · {} · config {} · shopper ", s.host, app.origin.mode, config),
+        format!(" {} · {} · shopper ", s.host, app.origin.mode),
+        format!(" {} · ", s.host),
+    ];
+    let brand = " llmdeck ";
+    let middle = candidates
+        .iter()
+        .find(|c| brand.len() + c.chars().count() + shopper.chars().count() <= room)
+        .cloned()
+        .unwrap_or_default();
+    let mut left = vec![Span::styled(brand, t.header().patch(t.accent())), Span::raw(middle.clone())];
+    if !middle.is_empty() {
+        left.push(Span::styled(shopper, shopper_style));
+    }
     let [l, r] = Layout::horizontal([Constraint::Fill(1), Constraint::Length(clock.len() as u16)]).areas(area);
     frame.render_widget(Paragraph::new(Line::from(left)), l);
     frame.render_widget(Paragraph::new(clock), r);
@@ -137,15 +150,20 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx) {
         frame.render_widget(Paragraph::new(Span::styled(format!(" {}", toast.text), style)), area);
         return;
     }
+    // Whole hints only: a cut-off hint is worse than a missing one.
     let mut spans = Vec::new();
+    let mut used = 0usize;
     for hint in footer_hints(app.focus) {
         let (key, word) = hint.split_once(' ').unwrap_or((hint, ""));
-        spans.push(Span::raw(" "));
+        let sep = if spans.is_empty() { " " } else { " · " };
+        let len = sep.chars().count() + hint.chars().count();
+        if used + len > usize::from(area.width) {
+            break;
+        }
+        used += len;
+        spans.push(Span::raw(sep));
         spans.push(Span::styled(key.to_owned(), t.accent().patch(t.header())));
-        spans.push(Span::raw(format!(" {word} ·")));
-    }
-    if let Some(last) = spans.last_mut() {
-        *last = Span::raw(last.content.trim_end_matches(" ·").to_owned());
+        spans.push(Span::raw(format!(" {word}")));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
 }
@@ -153,7 +171,7 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx) {
 fn draw_overlay(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
     match app.overlay.clone() {
         Overlay::None => {}
-        Overlay::Help => draw_help(frame, area, ctx),
+        Overlay::Help => draw_help(frame, area, app, ctx),
         Overlay::Confirm(confirm) => {
             let question = confirm.question();
             let width = (question.len() as u16 + 6).clamp(30, area.width);
@@ -175,10 +193,10 @@ fn draw_overlay(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
     }
 }
 
-fn draw_help(frame: &mut Frame, area: Rect, ctx: &ViewCtx) {
+fn draw_help(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
     let t = &ctx.theme;
     let mut lines = vec![Line::styled("Keys (one map for every pane)", t.header()), Line::from("")];
-    let key_line = |keys: &str, help: &str| Line::from(vec![Span::styled(format!("  {keys:<26}"), t.accent()), Span::raw(help.to_owned())]);
+    let key_line = |keys: &str, help: &str| Line::from(vec![Span::styled(format!("  {keys:<25} "), t.accent()), Span::raw(help.to_owned())]);
     let mut last_scope = None;
     for b in BINDINGS {
         let scope = match b.scope {
@@ -201,10 +219,15 @@ fn draw_help(frame: &mut Frame, area: Rect, ctx: &ViewCtx) {
     lines.push(Line::from(""));
     lines.push(Line::styled("Esc or ? closes this help", t.dim()));
     let height = (lines.len() as u16 + 2).min(area.height);
-    let rect = centered(area, 76.min(area.width), height);
+    let rect = centered(area, 78.min(area.width), height);
+    let visible = usize::from(height.saturating_sub(2));
+    let max_scroll = lines.len().saturating_sub(visible);
+    app.help_scroll = app.help_scroll.min(max_scroll);
+    let title = if max_scroll > 0 { " help · j/k scroll · Esc closes " } else { " help " };
     frame.render_widget(Clear, rect);
-    let block = Block::default().borders(Borders::ALL).border_type(BorderType::Double).title(" help ");
-    frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), rect);
+    let block = Block::default().borders(Borders::ALL).border_type(BorderType::Double).title(title);
+    let scroll = u16::try_from(app.help_scroll).unwrap_or(u16::MAX);
+    frame.render_widget(Paragraph::new(lines).block(block).scroll((scroll, 0)), rect);
 }
 
 /// A rectangle of the given size centred in `area`.
@@ -212,4 +235,170 @@ pub fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let width = width.min(area.width);
     let height = height.min(area.height);
     Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::{TimeZone, Utc};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::{EngineEvent, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent, Snapshot, State};
+    use crate::gpu::{BackendStatus, GpuEvent, GpuProcess, GpuSample};
+    use crate::logs::{Level, LogBatch, LogLine, LogSource, Stream};
+    use crate::tui::app::Origin;
+
+    const CONFIG: &str = r#"
+models:
+  - { id: qwen-7b, command: vllm, args: [serve, Qwen/Qwen2.5-7B-Instruct, --api-key, sk-secret], port: 8001 }
+  - { id: llama-8b, command: vllm, args: [serve, meta-llama/Llama-3.1-8B-Instruct], port: 8002 }
+  - { id: embed-small, command: vllm, args: [serve, BAAI/bge-small-en], port: 8003 }
+  - { id: tinyllama, command: vllm, args: [serve, TinyLlama/TinyLlama-1.1B-Chat-v1.0], port: 8004, restart: { policy: no } }
+tests:
+  - { name: qwen-local, kind: local, model: qwen-7b }
+"#;
+
+    fn at(secs: i64) -> chrono::DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 23, 14, 0, 0).single().expect("valid time") + chrono::Duration::seconds(secs)
+    }
+
+    fn model(id: &str, secs: i64, change: ModelChange) -> Event {
+        Event::Model(ModelEvent { ts: at(secs), model: id.into(), change })
+    }
+
+    fn crashed(oom_line: Option<&str>, code: i32) -> ModelChange {
+        ModelChange::Crashed {
+            exit_code: Some(code),
+            signal: None,
+            oom: oom_line.is_some(),
+            oom_line: oom_line.map(str::to_owned),
+            reason: "exited with code 1".into(),
+        }
+    }
+
+    /// A busy box: one model ready, one starting, one backing off, one failed by OOM; two GPUs;
+    /// a few log lines.
+    fn busy_app() -> (App, ViewCtx) {
+        let config: Config = crate::config::load_str(CONFIG, "test").expect("test config");
+        let state = State::new(&config, Some("/etc/llmdeck/config.yaml".into()), "gpu-box-07".into());
+        let mut app = App::new(Snapshot { state, log_tail: Default::default() }, Origin { mode: "in-process".into() }, 1000);
+        let oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.6 GiB total)";
+        let events = vec![
+            Event::Engine(EngineEvent { ts: at(0), kind: EngineEventKind::Started { host: "gpu-box-07".into(), version: "0.1.0".into() } }),
+            model("qwen-7b", 1, ModelChange::Starting { pid: 4101, attempt: 0 }),
+            model("qwen-7b", 60, ModelChange::Ready { health: HealthMode::HealthAndModels, startup_ms: 59_000 }),
+            model("llama-8b", 100, ModelChange::Starting { pid: 4202, attempt: 1 }),
+            model("embed-small", 2, ModelChange::Starting { pid: 4303, attempt: 0 }),
+            model("embed-small", 90, crashed(None, 1)),
+            model("embed-small", 90, ModelChange::Backoff { attempt: 3, delay_ms: 20_000, reason: "exited with code 1".into() }),
+            model("tinyllama", 3, ModelChange::Starting { pid: 4404, attempt: 0 }),
+            model("tinyllama", 80, crashed(Some(oom), 1)),
+            model("tinyllama", 80, ModelChange::Failed { reason: "CUDA out of memory; restart policy no".into() }),
+            Event::Gpu(GpuEvent::Backend { status: BackendStatus::Simulated, sample_ms: 1000, history_len: 60 }),
+            Event::Gpu(GpuEvent::Sampled { ts: at(101), gpus: vec![gpu(0, 83, 61.2, vec![(4101, 57.1, "qwen-7b")]), gpu(1, 24, 31.0, vec![(4202, 30.2, "llama-8b")])] }),
+            Event::Log(LogBatch {
+                source: LogSource::Model("qwen-7b".into()),
+                lines: vec![
+                    line(99, Level::Info, "INFO 11-23 14:01:39 [loggers.py:116] Avg prompt throughput: 4.1 tokens/s"),
+                    line(100, Level::Warn, "WARNING 11-23 14:01:40 [api_server.py:9] slow request"),
+                ],
+                dropped_before: 0,
+            }),
+            Event::Log(LogBatch { source: LogSource::Model("tinyllama".into()), lines: vec![line(80, Level::Error, oom)], dropped_before: 0 }),
+        ];
+        for e in &events {
+            app.on_event(e);
+        }
+        let now = std::time::Instant::now();
+        let ago = |secs: u64| now.checked_sub(Duration::from_secs(secs)).unwrap_or(now);
+        for (id, secs) in [("qwen-7b", 8040), ("llama-8b", 41), ("embed-small", 13), ("tinyllama", 21)] {
+            app.model_since.insert(id.into(), ago(secs));
+        }
+        let ctx = ViewCtx { now, wall: at(151).fixed_offset(), theme: Theme::monochrome(), spinner: 0 };
+        (app, ctx)
+    }
+
+    fn line(secs: i64, level: Level, text: &str) -> LogLine {
+        LogLine { ts: at(secs), stream: Stream::Stdout, level: Some(level), text: text.into(), truncated: false, oom: text.contains("out of memory") }
+    }
+
+    fn gpu(index: u32, util: u32, used_gib: f64, procs: Vec<(u32, f64, &str)>) -> GpuSample {
+        let gib = |g: f64| (g * (1u64 << 30) as f64) as u64;
+        GpuSample {
+            index,
+            name: "NVIDIA H100 80GB HBM3".into(),
+            uuid: format!("GPU-{index}"),
+            utilization_gpu_pct: Some(util),
+            utilization_memory_pct: Some(util / 2),
+            memory_used_bytes: Some(gib(used_gib)),
+            memory_total_bytes: Some(gib(79.6)),
+            temperature_c: Some(64),
+            power_draw_w: Some(312.0),
+            power_limit_w: Some(700.0),
+            processes: procs.into_iter().map(|(pid, g, m)| GpuProcess { pid, used_memory_bytes: Some(gib(g)), model: Some(m.into()) }).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn render(app: &mut App, ctx: &ViewCtx, width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("test terminal");
+        terminal.draw(|f| draw(f, app, ctx)).expect("draw");
+        terminal.backend().to_string()
+    }
+
+    #[test]
+    fn layout_80x24() {
+        let (mut app, ctx) = busy_app();
+        insta::assert_snapshot!(render(&mut app, &ctx, 80, 24));
+    }
+
+    #[test]
+    fn layout_160x50() {
+        let (mut app, ctx) = busy_app();
+        insta::assert_snapshot!(render(&mut app, &ctx, 160, 50));
+    }
+
+    #[test]
+    fn zoomed_models_80x24() {
+        let (mut app, ctx) = busy_app();
+        app.zoomed = true;
+        insta::assert_snapshot!(render(&mut app, &ctx, 80, 24));
+    }
+
+    #[test]
+    fn zoomed_logs_160x50() {
+        let (mut app, ctx) = busy_app();
+        app.focus = Pane::Logs;
+        app.zoomed = true;
+        insta::assert_snapshot!(render(&mut app, &ctx, 160, 50));
+    }
+
+    #[test]
+    fn help_overlay_120x40() {
+        let (mut app, ctx) = busy_app();
+        app.overlay = Overlay::Help;
+        insta::assert_snapshot!(render(&mut app, &ctx, 120, 40));
+    }
+
+    #[test]
+    fn model_detail_shows_redacted_command_and_last_oom() {
+        let (mut app, ctx) = busy_app();
+        app.overlay = Overlay::ModelDetail("tinyllama".into());
+        let screen = render(&mut app, &ctx, 120, 40);
+        assert!(screen.contains("CUDA out of memory. Tried to allocate 2.00 GiB"), "{screen}");
+        app.overlay = Overlay::ModelDetail("qwen-7b".into());
+        let screen = render(&mut app, &ctx, 120, 40);
+        assert!(screen.contains("--api-key ***") && !screen.contains("sk-secret"), "{screen}");
+    }
+
+    #[test]
+    fn too_small_terminal_says_so() {
+        let (mut app, ctx) = busy_app();
+        let screen = render(&mut app, &ctx, 79, 24);
+        assert!(screen.contains("terminal too small") && screen.contains("79x24"), "{screen}");
+    }
 }
