@@ -18,14 +18,8 @@ fn main() {
     };
     let full = build_fake(&out_dir.join("fake_nvml"), &[]);
     let minimal = build_fake(&out_dir.join("fake_nvml_minimal"), &["-DFAKE_NVML_MINIMAL"]);
-    println!(
-        "cargo:rustc-env=LLMDECK_FAKE_NVML={}",
-        full.unwrap_or_default()
-    );
-    println!(
-        "cargo:rustc-env=LLMDECK_FAKE_NVML_MINIMAL={}",
-        minimal.unwrap_or_default()
-    );
+    println!("cargo:rustc-env=LLMDECK_FAKE_NVML={}", full.unwrap_or_default());
+    println!("cargo:rustc-env=LLMDECK_FAKE_NVML_MINIMAL={}", minimal.unwrap_or_default());
 }
 
 /// Builds `dir/libnvidia-ml.so.1`; its path, or `None` (with a cargo warning) on failure.
@@ -36,12 +30,7 @@ fn build_fake(dir: &Path, defines: &[&str]) -> Option<String> {
     }
     let output = dir.join("libnvidia-ml.so.1");
     // cc's detection honours CC, CFLAGS and the target, like any other C build in cargo.
-    let compiler = match cc::Build::new()
-        .cargo_metadata(false)
-        .opt_level(2)
-        .pic(true)
-        .warnings(true)
-        .try_get_compiler()
+    let compiler = match cc::Build::new().cargo_metadata(false).opt_level(2).pic(true).warnings(true).try_get_compiler()
     {
         Ok(c) => c,
         Err(e) => {
@@ -50,13 +39,7 @@ fn build_fake(dir: &Path, defines: &[&str]) -> Option<String> {
         }
     };
     let mut cmd: Command = compiler.to_command();
-    cmd.args(defines)
-        .arg("-shared")
-        .arg("-fvisibility=hidden")
-        .arg("-o")
-        .arg(&output)
-        .arg(SOURCE)
-        .arg("-ldl");
+    cmd.args(defines).arg("-shared").arg("-fvisibility=hidden").arg("-o").arg(&output).arg(SOURCE).arg("-ldl");
     match cmd.output() {
         Ok(out) if out.status.success() => Some(output.display().to_string()),
         Ok(out) => {

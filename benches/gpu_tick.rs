@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use llmdeck::gpu::nvml::{self, NvmlSource};
-use llmdeck::gpu::{
-    BackendStatus, CallTracker, EnergyIntegrator, GpuEvent, GpuSource, GpuState, map_models,
-};
+use llmdeck::gpu::{BackendStatus, CallTracker, EnergyIntegrator, GpuEvent, GpuSource, GpuState, map_models};
 use llmdeck::supervisor::ModelProcesses;
 use llmdeck::tui::gpus_pane;
 use llmdeck::tui::theme::Theme;
@@ -23,10 +21,7 @@ use ratatui::backend::TestBackend;
 const ROUNDS: usize = 7;
 
 fn main() {
-    let ticks: u32 = std::env::var("TICKS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5000);
+    let ticks: u32 = std::env::var("TICKS").ok().and_then(|s| s.parse().ok()).unwrap_or(5000);
     let built = env!("LLMDECK_FAKE_NVML");
     assert!(!built.is_empty(), "build.rs could not compile tests/fake_nvml");
     let dir = tempfile::tempdir().expect("temp dir");
@@ -35,11 +30,8 @@ fn main() {
     // GPU 0 reports this process as a compute process, registered as a model's group: the
     // model mapping reads /proc like it does for a real model server.
     let me = std::process::id();
-    std::fs::write(
-        dir.path().join("libnvidia-ml.so.1.scenario"),
-        format!("scenario=eight\nprocess_pid={me}\n"),
-    )
-    .expect("scenario");
+    std::fs::write(dir.path().join("libnvidia-ml.so.1.scenario"), format!("scenario=eight\nprocess_pid={me}\n"))
+        .expect("scenario");
     let processes = ModelProcesses::default();
     processes.set("bench-model", nix::unistd::getpgrp().as_raw() as u32);
 
@@ -86,16 +78,11 @@ fn main() {
     // What the engine and a viewer do with each sample.
     let mut state = GpuState::default();
     state.apply(&GpuEvent::Backend {
-        status: BackendStatus::Nvml {
-            driver_version: source.driver_version().map(str::to_owned),
-        },
+        status: BackendStatus::Nvml { driver_version: source.driver_version().map(str::to_owned) },
         sample_ms: 1000,
         history_len: 600,
     });
-    let event = GpuEvent::Sampled {
-        ts: Utc::now(),
-        gpus: gpus.clone(),
-    };
+    let event = GpuEvent::Sampled { ts: Utc::now(), gpus: gpus.clone() };
     for _ in 0..600 {
         state.apply(&event);
     }
@@ -104,15 +91,11 @@ fn main() {
     let theme = Theme::new(true);
     let mut compact = Terminal::new(TestBackend::new(58, 16)).expect("terminal");
     let draw_compact = rounds(ticks / 10, || {
-        compact
-            .draw(|f| gpus_pane::render(f, f.area(), &state, &theme, true, 3))
-            .expect("draw");
+        compact.draw(|f| gpus_pane::render(f, f.area(), &state, &theme, true, 3)).expect("draw");
     });
     let mut blocks = Terminal::new(TestBackend::new(120, 30)).expect("terminal");
     let draw_blocks = rounds(ticks / 10, || {
-        blocks
-            .draw(|f| gpus_pane::render(f, f.area(), &state, &theme, true, 3))
-            .expect("draw");
+        blocks.draw(|f| gpus_pane::render(f, f.area(), &state, &theme, true, 3)).expect("draw");
     });
 
     println!("gpu_tick: 8 GPUs through the fake libnvidia-ml, {ticks} ticks × {ROUNDS} rounds");
@@ -143,9 +126,5 @@ fn rounds(n: u32, mut f: impl FnMut()) -> Vec<Duration> {
 
 fn report(what: &str, times: Vec<Duration>) {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!(
-        "  {what:<42} best {:>8.2} µs   median {:>8.2} µs",
-        us(times[0]),
-        us(times[times.len() / 2])
-    );
+    println!("  {what:<42} best {:>8.2} µs   median {:>8.2} µs", us(times[0]), us(times[times.len() / 2]));
 }

@@ -8,6 +8,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use chrono::{FixedOffset, TimeZone, Utc};
+use llmdeck::logs::level::parse_level;
 use llmdeck::logs::{Level, LogBatch, LogLine, LogSource, Stream};
 use llmdeck::tui::logs_view::{LevelFilter, LogView};
 use llmdeck::tui::theme::Theme;
@@ -177,5 +178,29 @@ fn main() {
         "ingest into the view (push_owned, line construction included): {:.0} lines/s ({lines} lines in {:.2} s)",
         lines as f64 / took.as_secs_f64(),
         took.as_secs_f64()
+    );
+
+    let samples = [
+        "INFO 11-23 14:02:11 [metrics.py:351] Avg prompt throughput: 4.1 tokens/s, Avg generation throughput: 812.4",
+        "(EngineCore_DP0 pid=1234) WARNING 11-23 14:02:11 [scheduler.py:1193] Sequence group 7 is preempted",
+        "2024-01-01 12:00:00,123 - vllm.engine.async_llm_engine - ERROR - Engine background task failed",
+        "\x1b[2m2024-01-01T12:00:00.123Z\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2mtext_generation_router\x1b[0m: ready",
+        r#"INFO:     127.0.0.1:51234 - "GET /health HTTP/1.1" 200 OK"#,
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.6 GiB total)",
+        "Loading safetensors checkpoint shards:  50% Completed | 2/4 [00:03<00:03,  1.52s/it]",
+        "  File \"/usr/lib/python3/site-packages/vllm/engine.py\", line 12, in run_engine_core",
+    ];
+    let rounds = 500_000usize;
+    let started = Instant::now();
+    let mut found = 0usize;
+    for i in 0..rounds * samples.len() {
+        found += usize::from(parse_level(black_box(samples[i % samples.len()])).is_some());
+    }
+    let took = started.elapsed();
+    let parsed = rounds * samples.len();
+    println!(
+        "parse_level over {} formats: {:.1} M lines/s ({parsed} lines, {found} with a level)",
+        samples.len(),
+        parsed as f64 / took.as_secs_f64() / 1e6
     );
 }

@@ -176,10 +176,7 @@ fn without_nvml_one_line_on_stderr_and_exit_3() {
 #[test]
 fn the_table_shows_units_limits_and_processes() {
     let home = tempfile::tempdir().expect("temp dir");
-    let out = run(llmdeck(home.path())
-        .arg("gpus")
-        .env("LLMDECK_NVML_LIB", fake())
-        .env("FAKE_NVML_SCENARIO", "two"));
+    let out = run(llmdeck(home.path()).arg("gpus").env("LLMDECK_NVML_LIB", fake()).env("FAKE_NVML_SCENARIO", "two"));
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     insta::assert_snapshot!("gpus_table_two", text);
@@ -218,4 +215,49 @@ fn watch_repeats_until_interrupted() {
         }
     };
     assert_eq!(status.code(), Some(130));
+}
+
+#[test]
+fn the_library_can_come_from_the_config_file() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let config = home.path().join("llmdeck.yaml");
+    std::fs::write(&config, format!("gpu:\n  nvml_library: {}\n", fake())).expect("config");
+    let out = run(llmdeck(home.path())
+        .args(["gpus", "--json", "--config"])
+        .arg(&config)
+        .env_remove("LLMDECK_NVML_LIB")
+        .env("FAKE_NVML_SCENARIO", "one"));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(got["gpus"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn a_broken_config_is_a_usage_error() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let config = home.path().join("llmdeck.yaml");
+    std::fs::write(&config, "gpu:\n  nvml_libary: /x\n").expect("config");
+    let out = run(llmdeck(home.path()).args(["gpus", "--config"]).arg(&config).env("LLMDECK_NVML_LIB", fake()));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let missing = run(llmdeck(home.path())
+        .args(["gpus", "--config"])
+        .arg(home.path().join("nope.yaml"))
+        .env("LLMDECK_NVML_LIB", fake()));
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn a_hung_driver_fails_naming_the_call_instead_of_hanging() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let out = run(llmdeck(home.path())
+        .args(["gpus", "--json", "--timeout", "300ms"])
+        .env("LLMDECK_NVML_LIB", fake())
+        .env("FAKE_NVML_SCENARIO", "hang")
+        .env("FAKE_NVML_HANG_FN", "nvmlDeviceGetPowerUsage")
+        .env("FAKE_NVML_HANG_AFTER", "0"));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("nvmlDeviceGetPowerUsage (GPU 0) has not returned"), "{err}");
 }

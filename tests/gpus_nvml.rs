@@ -13,10 +13,7 @@ const GIB: u64 = 1 << 30;
 /// A private copy of the fake library with `scenario` (key=value lines) next to it.
 fn fake_library(scenario: &str) -> (tempfile::TempDir, PathBuf) {
     let built = env!("LLMDECK_FAKE_NVML");
-    assert!(
-        !built.is_empty(),
-        "build.rs could not compile tests/fake_nvml (see the cargo warnings)"
-    );
+    assert!(!built.is_empty(), "build.rs could not compile tests/fake_nvml (see the cargo warnings)");
     let dir = tempfile::tempdir().expect("temp dir");
     let lib = dir.path().join("libnvidia-ml.so.1");
     std::fs::copy(built, &lib).expect("copy the fake library");
@@ -77,18 +74,9 @@ fn two_gpus_read_exactly_the_fakes_values() {
     assert_eq!(g1.memory_used_bytes, Some(12 * GIB));
     assert_eq!(g1.power_draw_w, Some(313.845));
     assert_eq!(g1.fan_pct, Some(31));
-    assert_eq!(
-        g1.throttle_reasons,
-        Some(vec![
-            "sw thermal slowdown".to_owned(),
-            "hw thermal slowdown".to_owned()
-        ])
-    );
+    assert_eq!(g1.throttle_reasons, Some(vec!["sw thermal slowdown".to_owned(), "hw thermal slowdown".to_owned()]));
     assert_eq!(g1.processes[0].pid, 5151);
-    assert_eq!(
-        g1.processes[0].used_memory_bytes, None,
-        "NVML_VALUE_NOT_AVAILABLE"
-    );
+    assert_eq!(g1.processes[0].used_memory_bytes, None, "NVML_VALUE_NOT_AVAILABLE");
     assert!(source.driver_events(&tracker).is_empty());
 }
 
@@ -100,10 +88,7 @@ fn eight_gpus_are_all_read() {
     let mut source = NvmlSource::new(&nvml, &tracker).expect("GPUs");
     let gpus = source.sample(&tracker);
     assert_eq!(gpus.len(), 8);
-    assert_eq!(
-        gpus.iter().map(|g| g.index).collect::<Vec<_>>(),
-        (0..8).collect::<Vec<_>>()
-    );
+    assert_eq!(gpus.iter().map(|g| g.index).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
     assert_eq!(gpus[7].temperature_c, Some(59));
     assert_eq!(gpus[7].performance_state, Some(8));
     assert_eq!(gpus[7].throttle_reasons, Some(vec!["idle".to_owned()]));
@@ -144,11 +129,7 @@ fn not_supported_readings_are_none_and_never_asked_again() {
     ] {
         assert_eq!(calls(&nvml, function), 1, "{function} asked once only");
     }
-    assert_eq!(
-        calls(&nvml, "nvmlDeviceGetClockInfo"),
-        2,
-        "SM and memory clock, once each"
-    );
+    assert_eq!(calls(&nvml, "nvmlDeviceGetClockInfo"), 2, "SM and memory clock, once each");
     assert_eq!(calls(&nvml, "nvmlDeviceGetPowerUsage"), 3, "supported: every sample");
 }
 
@@ -195,16 +176,9 @@ fn a_lost_gpu_is_marked_and_never_asked_again_and_its_xid_arrives() {
         assert_eq!(g.memory_used_bytes, None);
         assert_eq!(g.power_draw_w, None);
     }
-    assert_eq!(
-        calls(&nvml, "nvmlDeviceGetUtilizationRates"),
-        3,
-        "GPU 0 twice; GPU 1 once, then never again"
-    );
+    assert_eq!(calls(&nvml, "nvmlDeviceGetUtilizationRates"), 3, "GPU 0 twice; GPU 1 once, then never again");
     assert_eq!(second[1].name, "NVIDIA H100 80GB HBM3", "known from before");
-    assert_eq!(
-        source.driver_events(&tracker),
-        vec![XidEvent { gpu: 1, xid: 79 }]
-    );
+    assert_eq!(source.driver_events(&tracker), vec![XidEvent { gpu: 1, xid: 79 }]);
     assert!(source.driver_events(&tracker).is_empty());
 }
 

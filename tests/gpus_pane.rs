@@ -41,20 +41,14 @@ fn h100(index: u32, util: u32, used_gib: f64) -> GpuSample {
 }
 
 fn process(pid: u32, gib: f64, model: Option<&str>) -> GpuProcess {
-    GpuProcess {
-        pid,
-        used_memory_bytes: Some((gib * GIB as f64) as u64),
-        model: model.map(str::to_owned),
-    }
+    GpuProcess { pid, used_memory_bytes: Some((gib * GIB as f64) as u64), model: model.map(str::to_owned) }
 }
 
 /// The state after `points` samples: utilisation wanders, energy grows, the last is `gpus`.
 fn state_with(gpus: Vec<GpuSample>, points: u32) -> GpuState {
     let mut s = GpuState::default();
     s.apply(&GpuEvent::Backend {
-        status: BackendStatus::Nvml {
-            driver_version: Some("550.54.15".into()),
-        },
+        status: BackendStatus::Nvml { driver_version: Some("550.54.15".into()) },
         sample_ms: 1000,
         history_len: 600,
     });
@@ -91,9 +85,7 @@ fn text(buffer: &Buffer) -> String {
     let area = buffer.area;
     let mut out = String::new();
     for y in 0..area.height {
-        let row: String = (0..area.width)
-            .map(|x| buffer[(x, y)].symbol().to_owned())
-            .collect();
+        let row: String = (0..area.width).map(|x| buffer[(x, y)].symbol().to_owned()).collect();
         out.push_str(row.trim_end());
         out.push('\n');
     }
@@ -102,9 +94,7 @@ fn text(buffer: &Buffer) -> String {
 
 fn draw(state: &GpuState, width: u16, height: u16, focused: bool, selected: usize, theme: Theme) -> Buffer {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
-    terminal
-        .draw(|f| render(f, f.area(), state, &theme, focused, selected))
-        .expect("draw");
+    terminal.draw(|f| render(f, f.area(), state, &theme, focused, selected)).expect("draw");
     terminal.backend().buffer().clone()
 }
 
@@ -127,6 +117,20 @@ fn two_gpus_as_blocks() {
 }
 
 #[test]
+fn two_gpus_with_room_show_power_and_temperature_history() {
+    let state = state_with(two_gpus(), 60);
+    insta::assert_snapshot!("two_gpus_roomy", pane(&state, 58, 16, 0));
+}
+
+#[test]
+fn narrow_pane_of_an_80_column_terminal() {
+    let state = state_with(two_gpus(), 30);
+    insta::assert_snapshot!("two_gpus_narrow", pane(&state, 38, 9, 0));
+    let eight: Vec<GpuSample> = (0..8).map(|i| h100(i, 10 + i * 11, 5.0 + f64::from(i) * 9.0)).collect();
+    insta::assert_snapshot!("eight_gpus_narrow", pane(&state_with(eight, 5), 38, 9, 0));
+}
+
+#[test]
 fn eight_gpus_compact_when_they_do_not_fit() {
     let gpus: Vec<GpuSample> = (0..8)
         .map(|i| {
@@ -140,10 +144,7 @@ fn eight_gpus_compact_when_they_do_not_fit() {
     let state = state_with(gpus, 30);
     insta::assert_snapshot!("eight_gpus_compact", pane(&state, 58, 10, 2));
     insta::assert_snapshot!("eight_gpus_blocks_when_tall", pane(&state, 100, 26, 2));
-    insta::assert_snapshot!(
-        "eight_gpus_scrolled_to_the_selected",
-        pane(&state, 58, 5, 7)
-    );
+    insta::assert_snapshot!("eight_gpus_scrolled_to_the_selected", pane(&state, 58, 5, 7));
 }
 
 #[test]
@@ -187,10 +188,7 @@ fn lost_gpu_with_its_xid() {
 #[test]
 fn stale_readings_say_so() {
     let mut state = state_with(two_gpus(), 20);
-    state.apply(&GpuEvent::Stale {
-        stale_ms: 12_400,
-        call: Some("nvmlDeviceGetPowerUsage (GPU 1)".into()),
-    });
+    state.apply(&GpuEvent::Stale { stale_ms: 12_400, call: Some("nvmlDeviceGetPowerUsage (GPU 1)".into()) });
     insta::assert_snapshot!("stale", pane(&state, 58, 9, 0));
 }
 
@@ -211,9 +209,7 @@ fn no_backend_says_why() {
 fn detail_view() {
     let state = state_with(two_gpus(), 120);
     let mut terminal = Terminal::new(TestBackend::new(100, 26)).expect("terminal");
-    terminal
-        .draw(|f| render_detail(f, f.area(), &state, 1, &Theme::new(true)))
-        .expect("draw");
+    terminal.draw(|f| render_detail(f, f.area(), &state, 1, &Theme::new(true))).expect("draw");
     insta::assert_snapshot!("detail", text(terminal.backend().buffer()));
 }
 
@@ -237,8 +233,6 @@ fn tiny_areas_do_not_panic() {
     for (w, h) in [(1, 1), (10, 2), (20, 1), (30, 3)] {
         draw(&state, w, h, true, 5, Theme::new(true));
         let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("terminal");
-        terminal
-            .draw(|f| render_detail(f, f.area(), &state, 0, &Theme::new(true)))
-            .expect("draw");
+        terminal.draw(|f| render_detail(f, f.area(), &state, 0, &Theme::new(true))).expect("draw");
     }
 }

@@ -54,12 +54,7 @@ fn start(opts: &EngineOptions, processes: ModelProcesses) -> Running {
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
     spawn_sampler(opts, sink, processes, cancel.clone(), &mut tasks);
-    Running {
-        events,
-        cancel,
-        tasks,
-        seen: Vec::new(),
-    }
+    Running { events, cancel, tasks, seen: Vec::new() }
 }
 
 impl Running {
@@ -82,10 +77,7 @@ impl Running {
     }
 
     async fn next_sample(&mut self) -> Vec<GpuSample> {
-        match self
-            .wait_for("a sample", |e| matches!(e, Event::Gpu(GpuEvent::Sampled { .. })))
-            .await
-        {
+        match self.wait_for("a sample", |e| matches!(e, Event::Gpu(GpuEvent::Sampled { .. }))).await {
             Event::Gpu(GpuEvent::Sampled { gpus, .. }) => gpus,
             _ => unreachable!(),
         }
@@ -94,10 +86,7 @@ impl Running {
     /// Cancels and checks the sampler's tasks end promptly (even with the thread stuck).
     async fn stop(mut self) {
         self.cancel.cancel();
-        let ended = tokio::time::timeout(PATIENCE, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let ended = tokio::time::timeout(PATIENCE, async { while self.tasks.join_next().await.is_some() {} }).await;
         assert!(ended.is_ok(), "the sampler's tasks did not end on cancel");
     }
 }
@@ -105,11 +94,7 @@ impl Running {
 /// A child in its own process group (its PID is the group id), like a supervised model.
 fn model_like_child() -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    std::process::Command::new("sleep")
-        .arg("30")
-        .process_group(0)
-        .spawn()
-        .expect("sleep")
+    std::process::Command::new("sleep").arg("30").process_group(0).spawn().expect("sleep")
 }
 
 #[tokio::test]
@@ -121,15 +106,11 @@ async fn nvml_samples_name_the_model_holding_the_memory() {
     processes.set("qwen-7b", pid);
     let mut run = start(&options(GpuBackend::Nvml, Some(lib), 100), processes);
 
-    let backend = run
-        .wait_for("the backend", |e| matches!(e, Event::Gpu(GpuEvent::Backend { .. })))
-        .await;
+    let backend = run.wait_for("the backend", |e| matches!(e, Event::Gpu(GpuEvent::Backend { .. }))).await;
     assert_eq!(
         backend,
         Event::Gpu(GpuEvent::Backend {
-            status: BackendStatus::Nvml {
-                driver_version: Some("550.54.15-fake".into())
-            },
+            status: BackendStatus::Nvml { driver_version: Some("550.54.15-fake".into()) },
             sample_ms: 100,
             history_len: 600,
         })
@@ -142,13 +123,8 @@ async fn nvml_samples_name_the_model_holding_the_memory() {
     assert_eq!(gpus[1].processes[0].model, None, "PID 5151 is not ours");
 
     // The engine's reducer sums it into the model's GPU memory column.
-    let mut state = State {
-        models: vec![ModelStatus {
-            id: "qwen-7b".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let mut state =
+        State { models: vec![ModelStatus { id: "qwen-7b".into(), ..Default::default() }], ..Default::default() };
     for e in &run.seen {
         state.apply(e);
     }
@@ -164,21 +140,14 @@ async fn a_hung_call_makes_the_sampler_report_stale_and_shutdown_does_not_wait()
     let (_dir, lib) = fake_library("scenario=hang\nhang_fn=nvmlDeviceGetPowerUsage\nhang_after=2\n");
     let mut run = start(&options(GpuBackend::Nvml, Some(lib), 100), ModelProcesses::default());
     run.next_sample().await;
-    let alert = run
-        .wait_for("the stale alert", |e| matches!(e, Event::Alert(_)))
-        .await;
+    let alert = run.wait_for("the stale alert", |e| matches!(e, Event::Alert(_))).await;
     let Event::Alert(alert) = alert else { unreachable!() };
     assert_eq!(alert.severity, Severity::Warning);
-    assert!(
-        alert.message.contains("nvmlDeviceGetPowerUsage (GPU 0) has not returned"),
-        "{}",
-        alert.message
-    );
+    assert!(alert.message.contains("nvmlDeviceGetPowerUsage (GPU 0) has not returned"), "{}", alert.message);
     let mut stale = Vec::new();
     while stale.len() < 2 {
-        if let Event::Gpu(GpuEvent::Stale { stale_ms, call }) = run
-            .wait_for("stale", |e| matches!(e, Event::Gpu(GpuEvent::Stale { .. })))
-            .await
+        if let Event::Gpu(GpuEvent::Stale { stale_ms, call }) =
+            run.wait_for("stale", |e| matches!(e, Event::Gpu(GpuEvent::Stale { .. }))).await
         {
             assert_eq!(call.as_deref(), Some("nvmlDeviceGetPowerUsage (GPU 0)"));
             stale.push(stale_ms);
@@ -200,21 +169,12 @@ async fn without_a_library_auto_means_none_with_the_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
     let lib = dir.path().join("libnvidia-ml.so.1");
     let mut run = start(&options(GpuBackend::Auto, Some(lib), 100), ModelProcesses::default());
-    let event = run
-        .wait_for("the backend", |e| matches!(e, Event::Gpu(GpuEvent::Backend { .. })))
-        .await;
-    let Event::Gpu(GpuEvent::Backend {
-        status: BackendStatus::None { reason },
-        ..
-    }) = event
-    else {
+    let event = run.wait_for("the backend", |e| matches!(e, Event::Gpu(GpuEvent::Backend { .. }))).await;
+    let Event::Gpu(GpuEvent::Backend { status: BackendStatus::None { reason }, .. }) = event else {
         panic!("expected the none backend, got {event:?}");
     };
     assert!(reason.contains("libnvidia-ml.so.1") && !reason.contains('\n'), "{reason}");
-    assert!(
-        run.seen.iter().all(|e| !matches!(e, Event::Alert(_))),
-        "auto without NVML is normal: no alert"
-    );
+    assert!(run.seen.iter().all(|e| !matches!(e, Event::Alert(_))), "auto without NVML is normal: no alert");
     run.stop().await;
 }
 
@@ -224,15 +184,8 @@ async fn a_lost_gpu_and_its_xid_become_events_and_alerts() {
     let mut run = start(&options(GpuBackend::Nvml, Some(lib), 100), ModelProcesses::default());
     let gpus = run.next_sample().await;
     assert!(gpus[1].lost && !gpus[0].lost);
-    let xid = run
-        .seen
-        .iter()
-        .find(|e| matches!(e, Event::Gpu(GpuEvent::Xid { .. })))
-        .cloned();
-    let Some(Event::Gpu(GpuEvent::Xid {
-        gpu, xid, meaning, ..
-    })) = xid
-    else {
+    let xid = run.seen.iter().find(|e| matches!(e, Event::Gpu(GpuEvent::Xid { .. }))).cloned();
+    let Some(Event::Gpu(GpuEvent::Xid { gpu, xid, meaning, .. })) = xid else {
         panic!("no Xid event before the sample: {:?}", run.seen);
     };
     assert_eq!((gpu, xid, meaning.as_str()), (1, 79, "GPU has fallen off the bus"));
@@ -249,11 +202,7 @@ async fn a_lost_gpu_and_its_xid_become_events_and_alerts() {
     // The lost alert is sent once, not with every sample.
     run.next_sample().await;
     run.next_sample().await;
-    let lost_alerts = run
-        .seen
-        .iter()
-        .filter(|e| matches!(e, Event::Alert(a) if a.message.contains("is lost")))
-        .count();
+    let lost_alerts = run.seen.iter().filter(|e| matches!(e, Event::Alert(a) if a.message.contains("is lost"))).count();
     assert_eq!(lost_alerts, 1);
     run.stop().await;
 }
@@ -261,28 +210,18 @@ async fn a_lost_gpu_and_its_xid_become_events_and_alerts() {
 #[tokio::test]
 async fn the_simulated_backend_follows_the_running_models() {
     let processes = ModelProcesses::default();
-    processes.set("demo-a", 4242);
+    processes.set("demo-a", 4_000_000_000);
     let mut opts = options(GpuBackend::None, None, 100);
     opts.gpu_backend = Some(GpuBackend::Simulated);
     let mut run = start(&opts, processes);
     let gpus = run.next_sample().await;
     assert_eq!(gpus.len(), 3);
     assert!(
-        run.seen.iter().any(|e| matches!(
-            e,
-            Event::Gpu(GpuEvent::Backend {
-                status: BackendStatus::Simulated,
-                ..
-            })
-        )),
+        run.seen.iter().any(|e| matches!(e, Event::Gpu(GpuEvent::Backend { status: BackendStatus::Simulated, .. }))),
         "the status says simulated"
     );
-    let holders: Vec<_> = gpus
-        .iter()
-        .flat_map(|g| &g.processes)
-        .map(|p| (p.pid, p.model.clone()))
-        .collect();
-    assert_eq!(holders, vec![(4242, Some("demo-a".to_owned()))]);
+    let holders: Vec<_> = gpus.iter().flat_map(|g| &g.processes).map(|p| (p.pid, p.model.clone())).collect();
+    assert_eq!(holders, vec![(4_000_000_000, Some("demo-a".to_owned()))]);
     assert!(gpus.iter().all(|g| g.energy_j.is_some()), "integrated energy");
     run.stop().await;
 }
@@ -290,9 +229,7 @@ async fn the_simulated_backend_follows_the_running_models() {
 #[tokio::test]
 async fn backend_none_says_monitoring_is_off() {
     let mut run = start(&options(GpuBackend::None, None, 100), ModelProcesses::default());
-    let event = run
-        .wait_for("the backend", |e| matches!(e, Event::Gpu(GpuEvent::Backend { .. })))
-        .await;
+    let event = run.wait_for("the backend", |e| matches!(e, Event::Gpu(GpuEvent::Backend { .. }))).await;
     assert!(
         matches!(&event, Event::Gpu(GpuEvent::Backend { status: BackendStatus::None { reason }, .. }) if reason.contains("gpu.backend: none")),
         "{event:?}"

@@ -56,3 +56,26 @@ fn without_a_config_llmdeck_says_where_it_looked() {
     assert!(err.contains(&sb.path().join("config").join("llmdeck").join("config.yaml").display().to_string()), "{err}");
     assert!(err.contains("llmdeck demo") && err.contains("llmdeck config init"), "{err}");
 }
+
+/// The process running in the pane's shell (the shell's only child).
+fn child_of(pid: u32) -> u32 {
+    let out = std::process::Command::new("pgrep").arg("-P").arg(pid.to_string()).output().expect("pgrep");
+    String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.trim().parse().ok()).expect("llmdeck runs in the pane")
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_tui_and_restore_the_terminal() {
+    for (signal, code) in [("TERM", 0), ("INT", 130)] {
+        let sb = Sandbox::new();
+        let t = Tmux::start(100, 30, &sandbox_env(&sb));
+        t.type_line(&format!("'{BIN}' demo; echo \"exit=$?\""));
+        t.wait_text("1 Models", Duration::from_secs(10));
+        t.wait_text("● ready", Duration::from_secs(20));
+        let llmdeck = child_of(t.pane_pid());
+        common::unsafe_kill(llmdeck, if signal == "TERM" { 15 } else { 2 });
+        t.wait_text(&format!("exit={code}"), Duration::from_secs(20));
+        assert!(common::wait_gone(llmdeck, Duration::from_secs(5)));
+        t.type_line("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ,");
+        t.wait_text("icanon,echo,", Duration::from_secs(5));
+    }
+}

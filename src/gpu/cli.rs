@@ -16,11 +16,9 @@ use tokio::sync::mpsc;
 use super::nvml::{self, NvmlSource};
 use super::source::{Call, CallTracker, EnergyIntegrator, GpuSource};
 use super::types::GpuSample;
-use crate::config::GpuConfig;
+use crate::config::{self, GpuConfig};
 use crate::exit;
 
-/// How long the first answer may take (NVML start-up is slow without persistence mode).
-const FIRST_ANSWER: Duration = Duration::from_secs(15);
 /// Environment variable llmdeck sets on every model process it starts (the model id).
 pub const MODEL_ID_ENV: &str = "LLMDECK_MODEL_ID";
 
@@ -33,6 +31,11 @@ pub struct GpusArgs {
     /// Repeat every SECS (plain seconds or with a unit: 2, 500ms) until Ctrl-C
     #[arg(long, value_name = "SECS", value_parser = crate::util::parse_duration)]
     pub watch: Option<Duration>,
+
+    /// Give up (exit 1, naming the stuck driver call) if NVML does not answer within SECS;
+    /// start-up can take seconds without persistence mode
+    #[arg(long, value_name = "SECS", default_value = "15", value_parser = crate::util::parse_duration)]
+    pub timeout: Duration,
 }
 
 /// The `--json` document. Keys are a contract: exactly these, `null` where N/A.
@@ -104,14 +107,14 @@ impl GpuReport {
 /// What the driver thread tells the command.
 enum Message {
     Unavailable(String),
-    Sample {
-        driver_version: Option<String>,
-        gpus: Vec<GpuSample>,
-    },
+    Sample { driver_version: Option<String>, gpus: Vec<GpuSample> },
 }
 
 pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std::process::ExitCode> {
-    let gpu = gpu_config(global)?;
+    let gpu = match gpu_config(global).await {
+        Ok(gpu) => gpu,
+        Err(code) => return Ok(code),
+    };
     let library = nvml::library_path(gpu.nvml_library.as_deref());
     let tracker = Arc::new(CallTracker::default());
     let (tx, mut rx) = mpsc::channel::<Message>(2);
@@ -123,29 +126,26 @@ pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std:
         .spawn(move || driver_thread(library.as_deref(), watch, &tx, &stop_rx, &thread_tracker))
         .wrap_err("starting the GPU thread")?;
 
+    // One listener for the whole run: a SIGINT that lands between two waits is not lost.
+    let mut sigint =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).wrap_err("listening for SIGINT")?;
     let mut first = true;
     let mut out = std::io::stdout();
     loop {
-        let limit = if first {
-            FIRST_ANSWER
-        } else {
-            watch.unwrap_or_default() + FIRST_ANSWER
-        };
+        let limit = if first { args.timeout } else { watch.unwrap_or_default() + args.timeout };
         let message = tokio::select! {
             m = tokio::time::timeout(limit, rx.recv()) => m,
-            _ = tokio::signal::ctrl_c() => {
+            _ = sigint.recv() => {
                 drop(stop_tx);
                 return Ok(exit::code(exit::CANCELLED));
             }
         };
         match message {
             Err(_) => {
-                let call = tracker
-                    .in_flight()
-                    .map_or_else(|| "NVML".to_owned(), |f| f.call);
+                let call = tracker.in_flight().map_or_else(|| "NVML".to_owned(), |f| f.call);
                 eprintln!(
-                    "llmdeck gpus: the NVIDIA driver did not answer within {}s ({call} has not returned)",
-                    limit.as_secs()
+                    "llmdeck gpus: the NVIDIA driver did not answer within {:.1}s ({call} has not returned)",
+                    limit.as_secs_f64()
                 );
                 return Ok(exit::code(exit::FAILED));
             }
@@ -154,14 +154,8 @@ pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std:
                 eprintln!("llmdeck gpus: {reason}");
                 return Ok(exit::code(exit::MISSING));
             }
-            Ok(Some(Message::Sample {
-                driver_version,
-                gpus,
-            })) => {
-                let report = GpusReport {
-                    driver_version,
-                    gpus: gpus.iter().map(GpuReport::from_sample).collect(),
-                };
+            Ok(Some(Message::Sample { driver_version, gpus })) => {
+                let report = GpusReport { driver_version, gpus: gpus.iter().map(GpuReport::from_sample).collect() };
                 let text = if args.json {
                     let mut s = serde_json::to_string(&report).wrap_err("writing JSON")?;
                     s.push('\n');
@@ -176,9 +170,7 @@ pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std:
                     s.push_str(&table(&report, &gpus));
                     s
                 };
-                out.write_all(text.as_bytes())
-                    .and_then(|()| out.flush())
-                    .wrap_err("writing to stdout")?;
+                out.write_all(text.as_bytes()).and_then(|()| out.flush()).wrap_err("writing to stdout")?;
                 if watch.is_none() {
                     return Ok(exit::code(exit::OK));
                 }
@@ -188,12 +180,35 @@ pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std:
     }
 }
 
-/// The GPU settings: defaults and the environment for now.
-// The configuration file is not read yet: `crate::config::load` is being written. Once it
-// exists, read `global.config` (or the XDG path) with it and take its `gpu` section, ignoring
-// a missing file.
-fn gpu_config(_global: &crate::cli::GlobalArgs) -> Result<GpuConfig> {
-    Ok(GpuConfig::default())
+/// The `gpu` settings: from `--config`/`LLMDECK_CONFIG` (which must exist), else from the XDG
+/// config file if there is one, else the defaults. A broken file is a usage error (exit 2).
+async fn gpu_config(global: &crate::cli::GlobalArgs) -> std::result::Result<GpuConfig, std::process::ExitCode> {
+    let explicit = global.config.is_some();
+    let Some(path) = config::config_path(global.config.as_deref()) else {
+        return Ok(GpuConfig::default());
+    };
+    if !path.exists() {
+        if explicit {
+            eprintln!("llmdeck gpus: no configuration file at {}", path.display());
+            return Err(exit::code(exit::USAGE));
+        }
+        return Ok(GpuConfig::default());
+    }
+    let loaded = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || config::load(&path)).await
+    };
+    match loaded {
+        Ok(Ok(cfg)) => Ok(cfg.gpu),
+        Ok(Err(errors)) => {
+            eprintln!("{errors}");
+            Err(exit::code(exit::USAGE))
+        }
+        Err(e) => {
+            eprintln!("llmdeck gpus: reading {} failed: {e}", path.display());
+            Err(exit::code(exit::FAILED))
+        }
+    }
 }
 
 fn driver_thread(
@@ -229,10 +244,7 @@ fn driver_thread(
         for p in gpus.iter_mut().flat_map(|g| g.processes.iter_mut()) {
             p.model = model_from_environment(p.pid);
         }
-        let message = Message::Sample {
-            driver_version: driver_version.clone(),
-            gpus,
-        };
+        let message = Message::Sample { driver_version: driver_version.clone(), gpus };
         if tx.blocking_send(message).is_err() {
             return;
         }
@@ -286,19 +298,16 @@ fn parent_pid(pid: u32) -> Option<u32> {
 
 /// The human table: one line per GPU, then its processes.
 fn table(report: &GpusReport, samples: &[GpuSample]) -> String {
-    let header = [
-        "GPU", "NAME", "UTIL", "MEMORY", "TEMP", "POWER", "ENERGY", "SM/MEM CLOCK", "FAN", "PSTATE",
-        "THROTTLE",
-    ];
+    let header =
+        ["GPU", "NAME", "UTIL", "MEMORY", "TEMP", "POWER", "ENERGY", "SM/MEM CLOCK", "FAN", "PSTATE", "THROTTLE"];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
     let mut extra: Vec<Vec<String>> = Vec::new();
     for s in samples {
         rows.push(gpu_row(s));
         extra.push(process_lines(s));
     }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
+    let widths: Vec<usize> =
+        (0..header.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = format!(
         "driver {} · {} GPU{}\n",
         report.driver_version.as_deref().unwrap_or("unknown"),
@@ -306,11 +315,7 @@ fn table(report: &GpusReport, samples: &[GpuSample]) -> String {
         if samples.len() == 1 { "" } else { "s" }
     );
     for (i, row) in rows.iter().enumerate() {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
         if i > 0 {
@@ -352,11 +357,7 @@ fn gpu_row(s: &GpuSample) -> Vec<String> {
     let energy = s.energy_j.map_or_else(
         || "N/A".into(),
         |j| {
-            if j >= 1e6 {
-                format!("{:.1} MJ", j / 1e6)
-            } else {
-                format!("{:.1} kJ", j / 1e3)
-            }
+            if j >= 1e6 { format!("{:.1} MJ", j / 1e6) } else { format!("{:.1} kJ", j / 1e3) }
         },
     );
     let clocks = match (s.sm_clock_mhz, s.memory_clock_mhz) {
@@ -378,8 +379,7 @@ fn gpu_row(s: &GpuSample) -> Vec<String> {
         energy,
         clocks,
         na(s.fan_pct, "%"),
-        s.performance_state
-            .map_or_else(|| "N/A".into(), |p| format!("P{p}")),
+        s.performance_state.map_or_else(|| "N/A".into(), |p| format!("P{p}")),
         throttle,
     ]
 }
@@ -394,8 +394,7 @@ fn process_lines(s: &GpuSample) -> Vec<String> {
             format!(
                 "     pid {:<8} {:>9}  {}",
                 p.pid,
-                p.used_memory_bytes
-                    .map_or_else(|| "N/A".into(), |b| format!("{} GiB", gib(b))),
+                p.used_memory_bytes.map_or_else(|| "N/A".into(), |b| format!("{} GiB", gib(b))),
                 p.model.as_deref().unwrap_or("")
             )
             .trim_end()
@@ -434,20 +433,10 @@ mod tests {
 
     #[test]
     fn lost_gpus_and_na_readings_read_as_words() {
-        let lost = GpuSample {
-            index: 1,
-            name: "NVIDIA H100".into(),
-            lost: true,
-            ..Default::default()
-        };
+        let lost = GpuSample { index: 1, name: "NVIDIA H100".into(), lost: true, ..Default::default() };
         let row = gpu_row(&lost);
         assert_eq!(row[2], "LOST");
-        let na = GpuSample {
-            index: 0,
-            name: "Tesla K80".into(),
-            performance_state: Some(8),
-            ..Default::default()
-        };
+        let na = GpuSample { index: 0, name: "Tesla K80".into(), performance_state: Some(8), ..Default::default() };
         let row = gpu_row(&na);
         assert_eq!(row[2], "N/A");
         assert_eq!(row[9], "P8");

@@ -18,7 +18,6 @@ mod types;
 
 pub use sampler::{MIN_INTERVAL, SamplerConfig, spawn_sampler, start};
 pub use source::{
-    Call, CallTracker, EnergyIntegrator, GpuSource, InFlight, XidEvent, map_models,
-    throttle_words, xid_meaning,
+    Call, CallTracker, EnergyIntegrator, GpuSource, InFlight, XidEvent, map_models, throttle_words, xid_meaning,
 };
 pub use types::*;

@@ -9,9 +9,7 @@ use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 
 use nvml_wrapper::bitmasks::event::EventTypes;
-use nvml_wrapper::enum_wrappers::device::{
-    Clock, PerformanceState, TemperatureSensor, TemperatureThreshold,
-};
+use nvml_wrapper::enum_wrappers::device::{Clock, PerformanceState, TemperatureSensor, TemperatureThreshold};
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
@@ -26,11 +24,9 @@ pub const LIBRARY_ENV: &str = "LLMDECK_NVML_LIB";
 /// The library to load: `gpu.nvml_library`, else `$LLMDECK_NVML_LIB`, else `None` (the
 /// system's `libnvidia-ml.so.1`).
 pub fn library_path(configured: Option<&Path>) -> Option<PathBuf> {
-    configured.map(Path::to_path_buf).or_else(|| {
-        std::env::var_os(LIBRARY_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
+    configured
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(LIBRARY_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
 }
 
 /// Loads libnvidia-ml and initialises NVML; the error is one line saying why not.
@@ -43,10 +39,7 @@ pub fn load(path: Option<&Path>) -> Result<Nvml, String> {
     // nvml-wrapper's Drop calls nvmlShutdown unchecked; a library without it is not NVML.
     if nvml.lib().nvmlShutdown.is_err() {
         std::mem::forget(nvml);
-        return Err(format!(
-            "{} is not an NVML library (no nvmlShutdown)",
-            shown(path)
-        ));
+        return Err(format!("{} is not an NVML library (no nvmlShutdown)", shown(path)));
     }
     Ok(nvml)
 }
@@ -109,9 +102,7 @@ impl<'a> NvmlGpu<'a> {
             unsupported: Unsupported::default(),
             slowdown_c: None,
         };
-        match tracker.track(Call::DeviceHandle, Some(index), || {
-            nvml.device_by_index(index)
-        }) {
+        match tracker.track(Call::DeviceHandle, Some(index), || nvml.device_by_index(index)) {
             Ok(d) => gpu.device = Some(d),
             Err(NvmlError::GpuLost) => gpu.lost = true,
             Err(e) => {
@@ -149,11 +140,7 @@ impl<'a> NvmlGpu<'a> {
     fn judge<T>(&mut self, call: Call, result: Result<T, NvmlError>) -> Answer<T> {
         match result {
             Ok(v) => Answer::Value(v),
-            Err(
-                NvmlError::NotSupported
-                | NvmlError::FunctionNotFound
-                | NvmlError::FailedToLoadSymbol(_),
-            ) => {
+            Err(NvmlError::NotSupported | NvmlError::FunctionNotFound | NvmlError::FailedToLoadSymbol(_)) => {
                 self.unsupported.add(call);
                 Answer::Missing
             }
@@ -170,12 +157,8 @@ impl<'a> NvmlGpu<'a> {
     }
 
     fn sample(&mut self, nvml: &Nvml, tracker: &CallTracker) -> GpuSample {
-        let mut s = GpuSample {
-            index: self.index,
-            name: self.name.clone(),
-            uuid: self.uuid.clone(),
-            ..Default::default()
-        };
+        let mut s =
+            GpuSample { index: self.index, name: self.name.clone(), uuid: self.uuid.clone(), ..Default::default() };
         if let Some(u) = self.read(tracker, Call::Utilization, |d| d.utilization_rates()) {
             s.utilization_gpu_pct = Some(u.gpu);
             s.utilization_memory_pct = Some(u.memory);
@@ -185,33 +168,22 @@ impl<'a> NvmlGpu<'a> {
             s.memory_used_bytes = Some(used);
             s.memory_reserved_bytes = reserved;
         }
-        s.temperature_c = self.read(tracker, Call::Temperature, |d| {
-            d.temperature(TemperatureSensor::Gpu)
-        });
+        s.temperature_c = self.read(tracker, Call::Temperature, |d| d.temperature(TemperatureSensor::Gpu));
         if self.slowdown_c.is_none() {
-            self.slowdown_c = self.read(tracker, Call::TemperatureThreshold, |d| {
-                d.temperature_threshold(TemperatureThreshold::Slowdown)
-            });
+            self.slowdown_c = self
+                .read(tracker, Call::TemperatureThreshold, |d| d.temperature_threshold(TemperatureThreshold::Slowdown));
         }
         s.temperature_slowdown_c = self.slowdown_c;
-        s.power_draw_w = self
-            .read(tracker, Call::Power, |d| d.power_usage())
-            .map(milli);
-        s.power_limit_w = self
-            .read(tracker, Call::PowerLimit, |d| d.enforced_power_limit())
-            .map(milli);
-        s.energy_j = self
-            .read(tracker, Call::Energy, |d| d.total_energy_consumption())
-            .map(|mj| mj as f64 / 1000.0);
+        s.power_draw_w = self.read(tracker, Call::Power, |d| d.power_usage()).map(milli);
+        s.power_limit_w = self.read(tracker, Call::PowerLimit, |d| d.enforced_power_limit()).map(milli);
+        s.energy_j = self.read(tracker, Call::Energy, |d| d.total_energy_consumption()).map(|mj| mj as f64 / 1000.0);
         s.sm_clock_mhz = self.read(tracker, Call::SmClock, |d| d.clock_info(Clock::SM));
         s.memory_clock_mhz = self.read(tracker, Call::MemoryClock, |d| d.clock_info(Clock::Memory));
         s.fan_pct = self.read(tracker, Call::Fan, |d| d.fan_speed(0));
-        s.throttle_reasons = self
-            .read(tracker, Call::Throttle, |d| d.current_throttle_reasons())
-            .map(|r| throttle_words(r.bits()));
-        s.performance_state = self
-            .read(tracker, Call::PerformanceState, |d| d.performance_state())
-            .and_then(pstate_number);
+        s.throttle_reasons =
+            self.read(tracker, Call::Throttle, |d| d.current_throttle_reasons()).map(|r| throttle_words(r.bits()));
+        s.performance_state =
+            self.read(tracker, Call::PerformanceState, |d| d.performance_state()).and_then(pstate_number);
         match self.read(tracker, Call::Processes, |d| d.running_compute_processes()) {
             Some(list) => {
                 s.processes = list
@@ -332,15 +304,8 @@ impl<'a> NvmlSource<'a> {
         let count = tracker
             .track(Call::DeviceCount, None, || nvml.device_count())
             .map_err(|e| format!("NVML loaded but cannot count GPUs: {e}"))?;
-        let gpus: Vec<NvmlGpu<'a>> = (0..count)
-            .map(|i| NvmlGpu::open(nvml, i, tracker))
-            .collect();
-        let mut source = NvmlSource {
-            nvml,
-            driver_version,
-            gpus,
-            events: None,
-        };
+        let gpus: Vec<NvmlGpu<'a>> = (0..count).map(|i| NvmlGpu::open(nvml, i, tracker)).collect();
+        let mut source = NvmlSource { nvml, driver_version, gpus, events: None };
         source.events = source.subscribe_xids(tracker);
         Ok(source)
     }
@@ -360,17 +325,13 @@ impl<'a> NvmlSource<'a> {
             return None;
         }
         let nvml = self.nvml;
-        let mut set = tracker
-            .track(Call::EventSetup, None, || nvml.create_event_set())
-            .ok()?;
+        let mut set = tracker.track(Call::EventSetup, None, || nvml.create_event_set()).ok()?;
         let mut any = false;
         for gpu in &mut self.gpus {
             let Some(device) = gpu.device.as_ref().filter(|_| !gpu.lost) else {
                 continue;
             };
-            let supported = tracker.track(Call::EventSetup, Some(gpu.index), || {
-                device.supported_event_types()
-            });
+            let supported = tracker.track(Call::EventSetup, Some(gpu.index), || device.supported_event_types());
             if !supported.is_ok_and(|t| t.contains(EventTypes::CRITICAL_XID_ERROR)) {
                 continue;
             }
@@ -394,17 +355,12 @@ impl<'a> NvmlSource<'a> {
 
 impl GpuSource for NvmlSource<'_> {
     fn status(&self) -> BackendStatus {
-        BackendStatus::Nvml {
-            driver_version: self.driver_version.clone(),
-        }
+        BackendStatus::Nvml { driver_version: self.driver_version.clone() }
     }
 
     fn sample(&mut self, tracker: &CallTracker) -> Vec<GpuSample> {
         let nvml = self.nvml;
-        self.gpus
-            .iter_mut()
-            .map(|g| g.sample(nvml, tracker))
-            .collect()
+        self.gpus.iter_mut().map(|g| g.sample(nvml, tracker)).collect()
     }
 
     fn driver_events(&mut self, tracker: &CallTracker) -> Vec<XidEvent> {
@@ -418,9 +374,7 @@ impl GpuSource for NvmlSource<'_> {
                     let Some(xid) = data.event_data else {
                         continue;
                     };
-                    let gpu = tracker
-                        .track(Call::EventWait, None, || data.device.index())
-                        .unwrap_or(u32::MAX);
+                    let gpu = tracker.track(Call::EventWait, None, || data.device.index()).unwrap_or(u32::MAX);
                     out.push(XidEvent {
                         gpu,
                         xid: match xid {

@@ -42,8 +42,8 @@ impl SamplerConfig {
     pub fn from_options(opts: &EngineOptions) -> Self {
         let gpu = &opts.config.gpu;
         let interval = Duration::from_millis(gpu.sample_ms).max(MIN_INTERVAL);
-        let history_len = (u128::from(gpu.history_s) * 1000 / interval.as_millis().max(1))
-            .clamp(2, MAX_HISTORY_LEN as u128) as usize;
+        let history_len =
+            (u128::from(gpu.history_s) * 1000 / interval.as_millis().max(1)).clamp(2, MAX_HISTORY_LEN as u128) as usize;
         Self {
             backend: opts.gpu_backend.unwrap_or(gpu.backend),
             library: nvml::library_path(gpu.nvml_library.as_deref()),
@@ -70,13 +70,7 @@ pub fn spawn_sampler(
     cancel: CancellationToken,
     tasks: &mut JoinSet<()>,
 ) {
-    start(
-        SamplerConfig::from_options(opts),
-        sink,
-        processes,
-        cancel,
-        tasks,
-    );
+    start(SamplerConfig::from_options(opts), sink, processes, cancel, tasks);
 }
 
 /// Starts the sampler with an already resolved configuration.
@@ -88,9 +82,8 @@ pub fn start(
     tasks: &mut JoinSet<()>,
 ) {
     if cfg.backend == GpuBackend::None {
-        let event = cfg.backend_event(BackendStatus::None {
-            reason: "GPU monitoring is off (gpu.backend: none)".into(),
-        });
+        let event =
+            cfg.backend_event(BackendStatus::None { reason: "GPU monitoring is off (gpu.backend: none)".into() });
         tasks.spawn(async move {
             let _ = sink.send(event).await;
         });
@@ -99,33 +92,18 @@ pub fn start(
     let tracker = Arc::new(CallTracker::default());
     let (events_tx, events_rx) = mpsc::channel(THREAD_QUEUE);
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let thread = SamplerThread {
-        cfg: cfg.clone(),
-        events: events_tx,
-        stop: stop_rx,
-        tracker: tracker.clone(),
-        processes,
-    };
-    let spawned = std::thread::Builder::new()
-        .name("llmdeck-gpu".into())
-        .spawn(move || thread.run());
+    let thread =
+        SamplerThread { cfg: cfg.clone(), events: events_tx, stop: stop_rx, tracker: tracker.clone(), processes };
+    let spawned = std::thread::Builder::new().name("llmdeck-gpu".into()).spawn(move || thread.run());
     if let Err(e) = spawned {
-        let event = cfg.backend_event(BackendStatus::None {
-            reason: format!("cannot start the GPU sampler thread: {e}"),
-        });
+        let event =
+            cfg.backend_event(BackendStatus::None { reason: format!("cannot start the GPU sampler thread: {e}") });
         tasks.spawn(async move {
             let _ = sink.send(event).await;
         });
         return;
     }
-    tasks.spawn(forward_and_watch(
-        events_rx,
-        sink,
-        tracker,
-        cfg.interval,
-        cancel,
-        stop_tx,
-    ));
+    tasks.spawn(forward_and_watch(events_rx, sink, tracker, cfg.interval, cancel, stop_tx));
 }
 
 /// Forwards the thread's events and watches it. Ends on cancel or when the thread ends; a
@@ -188,10 +166,7 @@ fn watchdog_events(tracker: &CallTracker, interval: Duration, alerted: &mut bool
         }
         None if *alerted => {
             *alerted = false;
-            out.push(alert(
-                Severity::Info,
-                "the NVIDIA driver answers again: GPU readings are fresh".into(),
-            ));
+            out.push(alert(Severity::Info, "the NVIDIA driver answers again: GPU readings are fresh".into()));
         }
         _ => {}
     }
@@ -199,12 +174,7 @@ fn watchdog_events(tracker: &CallTracker, interval: Duration, alerted: &mut bool
 }
 
 fn alert(severity: Severity, message: String) -> Event {
-    Event::Alert(Alert {
-        ts: Utc::now(),
-        severity,
-        source: "gpu".into(),
-        message,
-    })
+    Event::Alert(Alert { ts: Utc::now(), severity, source: "gpu".into(), message })
 }
 
 struct SamplerThread {
@@ -233,9 +203,7 @@ impl SamplerThread {
 
     fn run_nvml(self) {
         let path = self.cfg.library.clone();
-        let loaded = self
-            .tracker
-            .track(Call::Init, None, || nvml::load(path.as_deref()));
+        let loaded = self.tracker.track(Call::Init, None, || nvml::load(path.as_deref()));
         let nvml = match loaded {
             Ok(nvml) => nvml,
             Err(reason) => return self.unavailable(reason),
@@ -272,25 +240,14 @@ impl SamplerThread {
             let mut events = Vec::new();
             for x in xids {
                 let meaning = xid_meaning(x.xid);
-                events.push(alert(
-                    Severity::Error,
-                    format!("GPU {}: Xid {} — {meaning}", x.gpu, x.xid),
-                ));
-                events.push(Event::Gpu(GpuEvent::Xid {
-                    ts,
-                    gpu: x.gpu,
-                    xid: x.xid,
-                    meaning,
-                }));
+                events.push(alert(Severity::Error, format!("GPU {}: Xid {} — {meaning}", x.gpu, x.xid)));
+                events.push(Event::Gpu(GpuEvent::Xid { ts, gpu: x.gpu, xid: x.xid, meaning }));
             }
             for g in gpus.iter().filter(|g| g.lost) {
                 if lost.insert(g.index) {
                     events.push(alert(
                         Severity::Error,
-                        format!(
-                            "GPU {} is lost: it fell off the bus or stopped answering (NVML GPU_IS_LOST)",
-                            g.index
-                        ),
+                        format!("GPU {} is lost: it fell off the bus or stopped answering (NVML GPU_IS_LOST)", g.index),
                     ));
                 }
             }
@@ -322,9 +279,8 @@ mod tests {
     fn the_watchdog_is_quiet_while_calls_are_quick() {
         let tracker = CallTracker::default();
         let mut alerted = false;
-        let events = tracker.track(Call::Power, Some(0), || {
-            watchdog_events(&tracker, Duration::from_secs(1), &mut alerted)
-        });
+        let events =
+            tracker.track(Call::Power, Some(0), || watchdog_events(&tracker, Duration::from_secs(1), &mut alerted));
         assert!(events.is_empty());
         assert!(!alerted);
     }

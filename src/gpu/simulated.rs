@@ -20,8 +20,9 @@ pub struct SimulatedSource {
     count: u32,
     processes: ModelProcesses,
     start: Instant,
-    /// When each (model, pgid) was first seen running: its weights load from then on.
-    first_seen: BTreeMap<(String, u32), f64>,
+    /// Each running (model, pgid): when it was first seen (its weights load from then on) and
+    /// the GPU it lives on.
+    placed: BTreeMap<(String, u32), Placement>,
     /// Temperatures lag behind the load.
     temperature: Vec<f64>,
 }
@@ -32,7 +33,7 @@ impl SimulatedSource {
             count,
             processes,
             start: Instant::now(),
-            first_seen: BTreeMap::new(),
+            placed: BTreeMap::new(),
             temperature: vec![33.0; count as usize],
         }
     }
@@ -40,10 +41,13 @@ impl SimulatedSource {
     /// The readings `t` seconds after start.
     pub fn sample_at(&mut self, t: f64) -> Vec<GpuSample> {
         let running = self.processes.running();
-        self.first_seen
-            .retain(|k, _| running.iter().any(|(m, p)| m == &k.0 && *p == k.1));
+        self.placed.retain(|k, _| running.iter().any(|(m, p)| m == &k.0 && *p == k.1));
         for (model, pgid) in &running {
-            self.first_seen.entry((model.clone(), *pgid)).or_insert(t);
+            let count = self.count;
+            self.placed.entry((model.clone(), *pgid)).or_insert_with(|| Placement {
+                since: t,
+                gpu: visible_device(*pgid).unwrap_or_else(|| gpu_of(model, count)) % count.max(1),
+            });
         }
         (0..self.count).map(|i| self.gpu_at(i, t, &running)).collect()
     }
@@ -52,23 +56,15 @@ impl SimulatedSource {
         let phase = f64::from(index) * 1.7;
         let mut processes = Vec::new();
         let mut used = 600 * 1024 * 1024_u64;
-        for (model, pgid) in running
-            .iter()
-            .filter(|(m, _)| gpu_of(m, self.count) == index)
-        {
-            let since = self
-                .first_seen
-                .get(&(model.clone(), *pgid))
-                .copied()
-                .unwrap_or(t);
+        for (model, pgid) in running.iter() {
+            let Some(place) = self.placed.get(&(model.clone(), *pgid)).filter(|p| p.gpu == index) else {
+                continue;
+            };
+            let since = place.since;
             let loaded = ((t - since) / LOAD_SECONDS).clamp(0.0, 1.0);
             let bytes = (footprint(model) as f64 * loaded) as u64;
             used += bytes;
-            processes.push(GpuProcess {
-                pid: *pgid,
-                used_memory_bytes: Some(bytes),
-                model: Some(model.clone()),
-            });
+            processes.push(GpuProcess { pid: *pgid, used_memory_bytes: Some(bytes), model: Some(model.clone()) });
         }
         let used = used.min(TOTAL_BYTES - GIB / 2);
         let busy = !processes.is_empty();
@@ -118,7 +114,20 @@ impl SimulatedSource {
     }
 }
 
-/// The GPU a model lives on: stable for its id, whatever else runs.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    since: f64,
+    gpu: u32,
+}
+
+/// The first GPU in the process's `CUDA_VISIBLE_DEVICES`, as a real server would use it.
+fn visible_device(pid: u32) -> Option<u32> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let value = environ.split(|b| *b == 0).find_map(|e| e.strip_prefix(b"CUDA_VISIBLE_DEVICES="))?;
+    std::str::from_utf8(value).ok()?.split(',').next()?.trim().parse().ok()
+}
+
+/// Without `CUDA_VISIBLE_DEVICES`, the GPU a model lives on: stable for its id.
 fn gpu_of(model: &str, count: u32) -> u32 {
     (fnv1a(model) % u64::from(count.max(1))) as u32
 }
@@ -129,9 +138,7 @@ fn footprint(model: &str) -> u64 {
 }
 
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl GpuSource for SimulatedSource {
@@ -153,6 +160,32 @@ impl GpuSource for SimulatedSource {
 mod tests {
     use super::*;
 
+    /// Above any pid_max: no /proc entry, so placement falls back to the id's hash.
+    const NO_SUCH_PID: u32 = 4_000_000_000;
+
+    #[test]
+    fn a_model_lives_on_its_cuda_visible_device() {
+        use std::io::BufRead;
+        let child = std::process::Command::new("sh")
+            .args(["-c", "echo ready; exec sleep 30"])
+            .env("CUDA_VISIBLE_DEVICES", "1,0")
+            .stdout(std::process::Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else { panic!("cannot start sh") };
+        // Once it says ready it has exec'd: /proc shows its own environment.
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let reg = ModelProcesses::default();
+        reg.set("any-model", child.id());
+        let gpus = SimulatedSource::new(2, reg).sample_at(1.0);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(gpus[0].processes.is_empty());
+        assert_eq!(gpus[1].processes[0].model.as_deref(), Some("any-model"));
+    }
+
     #[test]
     fn idle_gpus_hold_no_model_memory() {
         let mut sim = SimulatedSource::new(2, ModelProcesses::default());
@@ -160,18 +193,13 @@ mod tests {
         assert_eq!(gpus.len(), 2);
         assert!(gpus.iter().all(|g| g.processes.is_empty()));
         assert!(gpus.iter().all(|g| g.utilization_gpu_pct < Some(5)));
-        assert!(
-            gpus[0]
-                .throttle_reasons
-                .as_ref()
-                .is_some_and(|r| r.contains(&"idle".to_owned()))
-        );
+        assert!(gpus[0].throttle_reasons.as_ref().is_some_and(|r| r.contains(&"idle".to_owned())));
     }
 
     #[test]
     fn a_running_model_loads_then_holds_memory_on_its_gpu() {
         let reg = ModelProcesses::default();
-        reg.set("qwen-7b", 4321);
+        reg.set("qwen-7b", NO_SUCH_PID);
         let mut sim = SimulatedSource::new(2, reg.clone());
         let gpu = gpu_of("qwen-7b", 2) as usize;
         let start = sim.sample_at(10.0);
@@ -181,7 +209,7 @@ mod tests {
         assert_eq!(held(&start), 0);
         assert_eq!(held(&loading), footprint("qwen-7b") / 2);
         assert_eq!(held(&loaded), footprint("qwen-7b"));
-        assert_eq!(loaded[gpu].processes[0].pid, 4321);
+        assert_eq!(loaded[gpu].processes[0].pid, NO_SUCH_PID);
         assert_eq!(loaded[gpu].processes[0].model.as_deref(), Some("qwen-7b"));
         assert!(loaded[gpu].utilization_gpu_pct > Some(5));
         reg.clear("qwen-7b");
@@ -192,7 +220,7 @@ mod tests {
     #[test]
     fn readings_vary_smoothly() {
         let reg = ModelProcesses::default();
-        reg.set("m", 1);
+        reg.set("m", NO_SUCH_PID);
         let mut sim = SimulatedSource::new(1, reg);
         let mut last: Option<i64> = None;
         for step in 0..120 {

@@ -146,9 +146,7 @@ impl Default for CallTracker {
 
 impl CallTracker {
     fn now_mark(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_nanos())
-            .unwrap_or(u64::MAX - 1)
-            .saturating_add(1)
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX - 1).saturating_add(1)
     }
 
     /// Runs `f` as the named call (on `gpu`, if any), visible to the watchdog while it runs.
@@ -175,11 +173,7 @@ impl CallTracker {
         let gpu = self.gpu.load(Ordering::Relaxed);
         Some(InFlight {
             running_for: Duration::from_nanos(self.now_mark().saturating_sub(started)),
-            call: if gpu == NO_GPU {
-                call.to_owned()
-            } else {
-                format!("{call} (GPU {gpu})")
-            },
+            call: if gpu == NO_GPU { call.to_owned() } else { format!("{call} (GPU {gpu})") },
         })
     }
 
@@ -251,11 +245,7 @@ pub fn throttle_words(bits: u64) -> Vec<String> {
         (0x100, "display clocks"),
         (0x200, "user clocks"),
     ];
-    WORDS
-        .iter()
-        .filter(|(bit, _)| bits & bit != 0)
-        .map(|(_, w)| (*w).to_owned())
-        .collect()
+    WORDS.iter().filter(|(bit, _)| bits & bit != 0).map(|(_, w)| (*w).to_owned()).collect()
 }
 
 /// What a critical Xid means, for the pane and the alert.
@@ -285,10 +275,7 @@ mod tests {
     #[test]
     fn throttle_bits_become_words() {
         assert_eq!(throttle_words(0x4), ["power cap"]);
-        assert_eq!(
-            throttle_words(0x20 | 0x40),
-            ["sw thermal slowdown", "hw thermal slowdown"]
-        );
+        assert_eq!(throttle_words(0x20 | 0x40), ["sw thermal slowdown", "hw thermal slowdown"]);
         assert!(throttle_words(0).is_empty());
     }
 
@@ -306,17 +293,8 @@ mod tests {
         let mut integ = EnergyIntegrator::default();
         let t0 = Instant::now();
         let mut gpus = vec![
-            GpuSample {
-                index: 0,
-                power_draw_w: Some(100.0),
-                ..Default::default()
-            },
-            GpuSample {
-                index: 1,
-                power_draw_w: Some(100.0),
-                energy_j: Some(5.0),
-                ..Default::default()
-            },
+            GpuSample { index: 0, power_draw_w: Some(100.0), ..Default::default() },
+            GpuSample { index: 1, power_draw_w: Some(100.0), energy_j: Some(5.0), ..Default::default() },
         ];
         integ.apply(&mut gpus, t0);
         assert_eq!(gpus[0].energy_j, Some(0.0));
@@ -335,10 +313,7 @@ mod tests {
         let t = CallTracker::default();
         assert_eq!(t.in_flight(), None);
         let seen = t.track(Call::Power, Some(1), || t.in_flight());
-        assert_eq!(
-            seen.map(|f| f.call).as_deref(),
-            Some("nvmlDeviceGetPowerUsage (GPU 1)")
-        );
+        assert_eq!(seen.map(|f| f.call).as_deref(), Some("nvmlDeviceGetPowerUsage (GPU 1)"));
         assert_eq!(t.in_flight(), None);
     }
 
@@ -350,16 +325,8 @@ mod tests {
         reg.set("qwen-7b", pgid);
         let mut gpus = vec![GpuSample {
             processes: vec![
-                super::super::GpuProcess {
-                    pid: me,
-                    used_memory_bytes: Some(1),
-                    model: None,
-                },
-                super::super::GpuProcess {
-                    pid: u32::MAX - 7,
-                    used_memory_bytes: Some(1),
-                    model: None,
-                },
+                super::super::GpuProcess { pid: me, used_memory_bytes: Some(1), model: None },
+                super::super::GpuProcess { pid: u32::MAX - 7, used_memory_bytes: Some(1), model: None },
             ],
             ..Default::default()
         }];

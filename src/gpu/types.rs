@@ -143,23 +143,10 @@ pub struct GpuHistory {
 impl GpuHistory {
     fn push(&mut self, s: &GpuSample, cap: usize) {
         let mib = |b: u64| u32::try_from(b / (1024 * 1024)).unwrap_or(u32::MAX);
-        push_capped(
-            &mut self.util_pct,
-            s.utilization_gpu_pct.map(|v| v.min(100) as u8),
-            cap,
-        );
+        push_capped(&mut self.util_pct, s.utilization_gpu_pct.map(|v| v.min(100) as u8), cap);
         push_capped(&mut self.memory_mib, s.memory_used_bytes.map(mib), cap);
-        push_capped(
-            &mut self.power_w,
-            s.power_draw_w
-                .map(|w| w.round().clamp(0.0, f64::from(u16::MAX)) as u16),
-            cap,
-        );
-        push_capped(
-            &mut self.temperature_c,
-            s.temperature_c.map(|t| t.min(255) as u8),
-            cap,
-        );
+        push_capped(&mut self.power_w, s.power_draw_w.map(|w| w.round().clamp(0.0, f64::from(u16::MAX)) as u16), cap);
+        push_capped(&mut self.temperature_c, s.temperature_c.map(|t| t.min(255) as u8), cap);
         if self.energy_start_j.is_none() {
             self.energy_start_j = s.energy_j;
         }
@@ -232,11 +219,7 @@ impl GpuState {
     /// The GPU part of the reducer.
     pub fn apply(&mut self, event: &GpuEvent) {
         match event {
-            GpuEvent::Backend {
-                status,
-                sample_ms,
-                history_len,
-            } => {
+            GpuEvent::Backend { status, sample_ms, history_len } => {
                 self.backend = status.clone();
                 self.sample_ms = *sample_ms;
                 self.history_len = (*history_len).min(MAX_HISTORY_LEN);
@@ -252,26 +235,13 @@ impl GpuState {
             }
             GpuEvent::Sampled { ts, gpus } => self.apply_sample(*ts, gpus),
             GpuEvent::Stale { stale_ms, call } => {
-                self.stale = Some(Staleness {
-                    stale_ms: *stale_ms,
-                    call: call.clone(),
-                });
+                self.stale = Some(Staleness { stale_ms: *stale_ms, call: call.clone() });
             }
-            GpuEvent::Xid {
-                ts,
-                gpu,
-                xid,
-                meaning,
-            } => {
+            GpuEvent::Xid { ts, gpu, xid, meaning } => {
                 self.xid_count += 1;
                 push_capped(
                     &mut self.xids,
-                    XidRecord {
-                        ts: *ts,
-                        gpu: *gpu,
-                        xid: *xid,
-                        meaning: meaning.clone(),
-                    },
+                    XidRecord { ts: *ts, gpu: *gpu, xid: *xid, meaning: meaning.clone() },
                     XID_LEN,
                 );
             }
@@ -279,29 +249,18 @@ impl GpuState {
     }
 
     fn history_cap(&self) -> usize {
-        if self.history_len == 0 {
-            DEFAULT_HISTORY_LEN
-        } else {
-            self.history_len
-        }
+        if self.history_len == 0 { DEFAULT_HISTORY_LEN } else { self.history_len }
     }
 
     fn apply_sample(&mut self, ts: DateTime<Utc>, gpus: &[GpuSample]) {
         let cap = self.history_cap();
-        let mut old: Vec<(u32, GpuHistory)> = self
-            .gpus
-            .iter()
-            .map(|g| g.index)
-            .zip(std::mem::take(&mut self.history))
-            .collect();
+        let mut old: Vec<(u32, GpuHistory)> =
+            self.gpus.iter().map(|g| g.index).zip(std::mem::take(&mut self.history)).collect();
         self.history = gpus
             .iter()
             .map(|g| {
-                let mut h = old
-                    .iter()
-                    .position(|(i, _)| *i == g.index)
-                    .map(|p| old.swap_remove(p).1)
-                    .unwrap_or_default();
+                let mut h =
+                    old.iter().position(|(i, _)| *i == g.index).map(|p| old.swap_remove(p).1).unwrap_or_default();
                 h.push(g, cap);
                 h
             })
@@ -340,20 +299,13 @@ mod tests {
     }
 
     fn sampled(gpus: Vec<GpuSample>) -> GpuEvent {
-        GpuEvent::Sampled {
-            ts: Utc::now(),
-            gpus,
-        }
+        GpuEvent::Sampled { ts: Utc::now(), gpus }
     }
 
     #[test]
     fn history_is_bounded_by_the_announced_length() {
         let mut s = GpuState::default();
-        s.apply(&GpuEvent::Backend {
-            status: BackendStatus::Simulated,
-            sample_ms: 1000,
-            history_len: 3,
-        });
+        s.apply(&GpuEvent::Backend { status: BackendStatus::Simulated, sample_ms: 1000, history_len: 3 });
         for u in 0..5 {
             s.apply(&sampled(vec![sample(0, u), sample(1, 10 + u)]));
         }
@@ -377,10 +329,7 @@ mod tests {
     fn a_sample_ends_staleness_and_none_backend_clears_gpus() {
         let mut s = GpuState::default();
         s.apply(&sampled(vec![sample(0, 1)]));
-        s.apply(&GpuEvent::Stale {
-            stale_ms: 2500,
-            call: Some("nvmlDeviceGetPowerUsage (GPU 0)".into()),
-        });
+        s.apply(&GpuEvent::Stale { stale_ms: 2500, call: Some("nvmlDeviceGetPowerUsage (GPU 0)".into()) });
         assert_eq!(s.stale.as_ref().map(|x| x.stale_ms), Some(2500));
         s.apply(&sampled(vec![sample(0, 1)]));
         assert_eq!(s.stale, None);
@@ -411,11 +360,7 @@ mod tests {
     #[test]
     fn an_eight_gpu_snapshot_with_full_history_is_well_under_a_megabyte() {
         let mut s = GpuState::default();
-        s.apply(&GpuEvent::Backend {
-            status: BackendStatus::Simulated,
-            sample_ms: 1000,
-            history_len: 600,
-        });
+        s.apply(&GpuEvent::Backend { status: BackendStatus::Simulated, sample_ms: 1000, history_len: 600 });
         for u in 0..600 {
             let gpus = (0..8)
                 .map(|i| {

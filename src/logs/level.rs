@@ -3,6 +3,8 @@
 //! [`parse_level`] runs on every captured line, so it only looks at the first [`SCAN_BYTES`]
 //! bytes, never allocates and never runs a regex: a few byte comparisons per line.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -216,6 +218,71 @@ fn exception_line(head: &[u8]) -> Option<Level> {
     (is_class && (class.ends_with(b"Error") || class.ends_with(b"Exception"))).then_some(Level::Error)
 }
 
+/// The header of a line that repeats what the Logs pane's time and level columns already show,
+/// for the formats where it is one contiguous run: vLLM `INFO 11-23 14:02:11 [file.py:12] `
+/// (after any `(EngineCore_DP0 pid=1) ` prefix, which is kept), uvicorn `INFO:     ` and Rust
+/// tracing `2024-01-01T12:00:00.123Z  WARN `. Its byte range, for a compact display; `None` when
+/// the line has no such header. Expects text without escape sequences.
+pub fn redundant_header(line: &str) -> Option<Range<usize>> {
+    let bytes = line.as_bytes();
+    let head = &bytes[..bytes.len().min(SCAN_BYTES)];
+    let at = head.len() - skip_process_prefix(head).len();
+    let rest = &head[at..];
+    let len = vllm_header(rest).or_else(|| uvicorn_header(rest)).or_else(|| tracing_header(rest))?;
+    (len < bytes.len() - at).then_some(at..at + len)
+}
+
+/// Length of a leading upper-case level word, if it is one.
+fn level_word_len(head: &[u8]) -> Option<usize> {
+    let end = head.iter().position(|b| !b.is_ascii_uppercase()).unwrap_or(head.len());
+    level_word(&head[..end]).map(|_| end)
+}
+
+/// Whether `head` starts with `pattern`, where `9` stands for any digit.
+fn starts_with_shape(head: &[u8], pattern: &[u8]) -> bool {
+    head.len() >= pattern.len()
+        && head.iter().zip(pattern).all(|(&b, &p)| if p == b'9' { b.is_ascii_digit() } else { b == p })
+}
+
+/// `INFO 11-23 14:02:11 [file.py:12] `: level, date, time, optional `[location]`, one space.
+fn vllm_header(head: &[u8]) -> Option<usize> {
+    let mut at = level_word_len(head)?;
+    if !starts_with_shape(&head[at..], b" 99-99 99:99:99 ") {
+        return None;
+    }
+    at += b" 99-99 99:99:99 ".len();
+    if head.get(at) == Some(&b'[') {
+        let close = head[at..].iter().position(|&b| b == b']')?;
+        at += close + 1;
+        if head.get(at) != Some(&b' ') {
+            return None;
+        }
+        at += 1;
+    }
+    Some(at)
+}
+
+/// `INFO:     `: level, colon, the padding spaces.
+fn uvicorn_header(head: &[u8]) -> Option<usize> {
+    let at = level_word_len(head)?;
+    if head.get(at) != Some(&b':') || head.get(at + 1) != Some(&b' ') {
+        return None;
+    }
+    let spaces = head[at + 1..].iter().take_while(|&&b| b == b' ').count();
+    Some(at + 1 + spaces)
+}
+
+/// `2024-01-01T12:00:00.123Z  WARN `: an RFC 3339 timestamp, spaces, level, one space.
+fn tracing_header(head: &[u8]) -> Option<usize> {
+    if !starts_with_shape(head, b"9999-99-99T99:99:99") {
+        return None;
+    }
+    let mut at = head.iter().position(|&b| b == b' ')?;
+    at += head[at..].iter().take_while(|&&b| b == b' ').count();
+    at += level_word_len(&head[at..])?;
+    (head.get(at) == Some(&b' ')).then_some(at + 1)
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
@@ -226,6 +293,42 @@ mod tests {
 
     fn lvl(line: &str) -> Option<Level> {
         parse_level(line)
+    }
+
+    fn compact(line: &str) -> String {
+        match redundant_header(line) {
+            Some(r) => format!("{}{}", &line[..r.start], &line[r.end..]),
+            None => line.to_owned(),
+        }
+    }
+
+    #[test]
+    fn redundant_headers() {
+        assert_eq!(compact("INFO 11-23 14:02:11 [loggers.py:127] Engine 000: Avg"), "Engine 000: Avg");
+        assert_eq!(compact("WARNING 11-23 14:02:11 no location"), "no location");
+        assert_eq!(
+            compact("(EngineCore_DP0 pid=1234) ERROR 11-23 14:02:11 [core.py:1] died"),
+            "(EngineCore_DP0 pid=1234) died"
+        );
+        assert_eq!(
+            compact(r#"INFO:     127.0.0.1:1234 - "GET /health HTTP/1.1" 200 OK"#),
+            r#"127.0.0.1:1234 - "GET /health HTTP/1.1" 200 OK"#
+        );
+        assert_eq!(compact("2024-01-01T12:00:00.123Z  WARN target: msg"), "target: msg");
+        assert_eq!(compact("2024-01-01T12:00:00.123456Z ERROR router: oops"), "router: oops");
+        // Kept whole: no header, an informative one, or nothing after it.
+        for line in [
+            "WARNING:root:msg",
+            "2024-01-01 12:00:00,123 - name - WARNING - msg",
+            "INFO 11-23 14:02:11 [never closed",
+            "INFO 11-23 14:02:11 ",
+            "INFO:     ",
+            "INFORMATION: x",
+            "Loading safetensors checkpoint shards",
+            "",
+        ] {
+            assert_eq!(compact(line), line);
+        }
     }
 
     #[test]

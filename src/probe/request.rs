@@ -46,11 +46,11 @@ pub struct RequestRecord {
     pub error: Option<String>,
 }
 
-/// Sends requests of one probe run: one client, one URL, one set of timeouts.
+/// Sends requests of one probe run: one client, one URL (parsed once), one set of timeouts.
 #[derive(Debug, Clone)]
 pub struct Requester {
     client: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     auth: Option<HeaderValue>,
     endpoint: Endpoint,
     stream: bool,
@@ -60,7 +60,7 @@ pub struct Requester {
 impl Requester {
     pub fn new(
         client: reqwest::Client,
-        base_url: &str,
+        url: reqwest::Url,
         auth: Option<HeaderValue>,
         endpoint: Endpoint,
         stream: bool,
@@ -68,7 +68,7 @@ impl Requester {
     ) -> Self {
         Self {
             client,
-            url: format!("{base_url}{}", endpoint.path()),
+            url,
             auth,
             endpoint,
             stream,
@@ -83,9 +83,11 @@ impl Requester {
         expected: Option<&str>,
         cancel: &CancellationToken,
     ) -> RequestRecord {
-        let clock = Clock::start(&self.timeouts, cancel);
+        let clock = Clock::start(&self.timeouts);
         let mut tally = Tally::default();
-        let result = self.exchange(body, &clock, &mut tally).await;
+        // One cancellation check around the whole exchange: dropping it drops the response,
+        // which closes the connection, so the server sees the disconnect at once.
+        let result = or_cancelled(cancel, self.exchange(body, &clock, &mut tally)).await;
         let end = tally.finished_at.unwrap_or_else(Instant::now);
         let mut record = RequestRecord {
             outcome: Outcome::Success,
@@ -117,7 +119,7 @@ impl Requester {
     ) -> Result<(), Failure> {
         let mut request = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         if let Some(auth) = &self.auth {
@@ -350,27 +352,36 @@ pub(crate) enum Phase {
     Idle(Instant),
 }
 
+/// `fut`, unless `cancel` fires first.
+pub(crate) async fn or_cancelled<T>(
+    cancel: &CancellationToken,
+    fut: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::select! {
+        biased;
+        out = fut => out,
+        _ = cancel.cancelled() => Err(Failure::cancelled()),
+    }
+}
+
 /// The deadlines of one request, measured from its start.
 pub(crate) struct Clock<'a> {
     pub start: Instant,
     total_deadline: Instant,
     timeouts: &'a Timeouts,
-    cancel: &'a CancellationToken,
 }
 
 impl<'a> Clock<'a> {
-    pub fn start(timeouts: &'a Timeouts, cancel: &'a CancellationToken) -> Self {
+    pub fn start(timeouts: &'a Timeouts) -> Self {
         let start = Instant::now();
         Self {
             start,
             total_deadline: start + timeouts.total,
             timeouts,
-            cancel,
         }
     }
 
-    /// Awaits `fut` unless the phase's deadline, the total deadline or cancellation comes first.
-    /// Dropping `fut` (e.g. a response body) closes the connection, so the server sees it.
+    /// Awaits `fut` unless the phase's deadline or the total deadline comes first.
     pub async fn within<F: Future>(&self, phase: Phase, fut: F) -> Result<F::Output, Failure> {
         let phase_deadline = match phase {
             Phase::FirstToken => self.start + self.timeouts.first_token,
@@ -382,10 +393,7 @@ impl<'a> Clock<'a> {
         } else {
             phase_deadline
         };
-        tokio::select! {
-            biased;
-            _ = self.cancel.cancelled() => Err(Failure::cancelled()),
-            out = tokio::time::timeout_at(deadline, fut) => out.map_err(|_| {
+        tokio::time::timeout_at(deadline, fut).await.map_err(|_| {
                 if total_first {
                     self.timeout(Outcome::TimeoutTotal, "the request", self.timeouts.total)
                 } else {
@@ -402,8 +410,7 @@ impl<'a> Clock<'a> {
                         ),
                     }
                 }
-            }),
-        }
+            })
     }
 
     fn timeout(&self, outcome: Outcome, what: &str, limit: Duration) -> Failure {
@@ -432,19 +439,22 @@ pub async fn list_models(
     struct ModelEntry {
         id: String,
     }
-    let clock = Clock::start(timeouts, cancel);
+    let clock = Clock::start(timeouts);
     let mut request = client.get(format!("{base_url}/v1/models"));
     if let Some(auth) = auth {
         request = request.header(AUTHORIZATION, auth.clone());
     }
-    let response = clock
-        .within(Phase::FirstToken, request.send())
-        .await?
-        .map_err(Failure::from_send_error)?;
-    if !response.status().is_success() {
-        return Err(error_status(response, &clock).await);
-    }
-    let body = read_body(response.bytes_stream(), MAX_BODY_BYTES, &clock).await?;
+    let fetch = async {
+        let response = clock
+            .within(Phase::FirstToken, request.send())
+            .await?
+            .map_err(Failure::from_send_error)?;
+        if !response.status().is_success() {
+            return Err(error_status(response, &clock).await);
+        }
+        read_body(response.bytes_stream(), MAX_BODY_BYTES, &clock).await
+    };
+    let body = or_cancelled(cancel, fetch).await?;
     let models: Models = serde_json::from_slice(&body).map_err(|e| {
         Failure::malformed(format!("/v1/models did not answer a model list: {e}"))
     })?;
@@ -475,8 +485,7 @@ mod tests {
 
     async fn read(parts: Vec<Chunk>) -> (Result<(), Failure>, Tally) {
         let t = timeouts();
-        let cancel = CancellationToken::new();
-        let clock = Clock::start(&t, &cancel);
+        let clock = Clock::start(&t);
         let mut tally = Tally::default();
         let events = futures::stream::iter(parts).eventsource();
         let result = read_events(events, Endpoint::Chat, &clock, &mut tally).await;
@@ -559,21 +568,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_phase_has_its_own_timeout() {
         let t = timeouts();
-        let cancel = CancellationToken::new();
         let never = std::future::pending::<()>;
 
-        let clock = Clock::start(&t, &cancel);
+        let clock = Clock::start(&t);
         let f = clock.within(Phase::FirstToken, never()).await.unwrap_err();
         assert_eq!(f.outcome, Outcome::TimeoutFirstToken);
         assert_eq!(clock.start.elapsed(), t.first_token);
 
-        let clock = Clock::start(&t, &cancel);
+        let clock = Clock::start(&t);
         let f = clock.within(Phase::Idle(Instant::now()), never()).await.unwrap_err();
         assert_eq!(f.outcome, Outcome::TimeoutIdle);
         assert_eq!(clock.start.elapsed(), t.idle);
 
         // Idle gaps keep being reset, but the total deadline still ends the request.
-        let clock = Clock::start(&t, &cancel);
+        let clock = Clock::start(&t);
         let f = loop {
             let since = Instant::now();
             let wait = tokio::time::sleep(Duration::from_secs(4));
@@ -587,15 +595,14 @@ mod tests {
 
     #[tokio::test]
     async fn cancellation_wins_at_once() {
-        let t = timeouts();
         let cancel = CancellationToken::new();
-        let clock = Clock::start(&t, &cancel);
         cancel.cancel();
-        let f = clock
-            .within(Phase::FirstToken, std::future::pending::<()>())
-            .await
-            .unwrap_err();
+        let never = std::future::pending::<Result<(), Failure>>();
+        let f = or_cancelled(&cancel, never).await.unwrap_err();
         assert_eq!(f.outcome, Outcome::Cancelled);
+        // A finished future is not turned into a cancellation.
+        let done = async { Ok::<_, Failure>(7) };
+        assert_eq!(or_cancelled(&CancellationToken::new(), done).await, Ok(7));
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! A probe run: resolve the model, schedule requests (closed or open loop), collect records into
-//! a report, and publish progress.
+//! A probe run: resolve the model, then send requests from a few dedicated threads ("lanes"),
+//! each with its own single-threaded tokio runtime and HTTP client, like wrk's threads. Keeping a
+//! request, its connection and its timers on one thread avoids cross-thread wake-ups (the
+//! per-request overhead stays low), and a heavy benchmark never competes with the caller's
+//! runtime (the TUI, the daemon). Results are folded under a short lock; progress is published
+//! from the caller's runtime.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::HeaderValue;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,9 +22,8 @@ use super::{Endpoint, Outcome, ProbeError, ProbeOptions, Prompt, RequestRecord, 
 
 /// How often progress is published.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
-/// Finished records waiting for the collector (requests wait when it is full; it never is for
-/// long, the collector only adds numbers).
-const RECORD_QUEUE: usize = 1024;
+/// At most this many sending threads, whatever the machine (a probe is rarely CPU-bound).
+const MAX_LANES: usize = 4;
 
 /// Runs a probe to its end (or to cancellation) and reports.
 ///
@@ -38,14 +41,16 @@ pub async fn run(
 ) -> Result<ProbeReport, ProbeError> {
     validate(&opts)?;
     let base_url = normalise_base_url(&opts.base_url)?;
-    let client = build_client(&opts)?;
     let auth = match &opts.api_key {
         Some(key) => Some(bearer(key.expose())?),
         None => None,
     };
     let model = match &opts.model {
         Some(model) => model.clone(),
-        None => first_model(&client, &base_url, auth.as_ref(), &opts, &cancel).await?,
+        None => {
+            let client = build_client(&opts)?;
+            first_model(&client, &base_url, auth.as_ref(), &opts, &cancel).await?
+        }
     };
     let prompts = if opts.prompts.is_empty() {
         prompts::builtin()
@@ -59,46 +64,125 @@ pub async fn run(
             expected: p.expected.clone(),
         })
         .collect();
-    let requester = Arc::new(Requester::new(
-        client,
-        &base_url,
-        auth,
-        opts.endpoint,
-        opts.stream,
-        opts.timeouts,
-    ));
+    let url = reqwest::Url::parse(&format!("{base_url}{}", opts.endpoint.path()))
+        .map_err(|e| ProbeError::Invalid(format!("`{base_url}`: {e}")))?;
 
-    let planned = match opts.stop {
-        Stop::Requests(n) => Some(n),
-        Stop::Duration(_) => None,
-    };
-    let (records_tx, records_rx) = mpsc::channel(RECORD_QUEUE);
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let collector = tokio::spawn(collect(
-        records_rx,
-        progress,
-        planned,
-        started,
-        in_flight.clone(),
-    ));
-    let schedule = Schedule {
-        opts: &opts,
-        started,
-        requester,
-        work,
-        records: records_tx,
-        in_flight,
-        cancel: cancel.clone(),
-    };
-    schedule.run().await;
-    let (aggregator, last_finished) = match collector.await {
-        Ok(done) => done,
-        Err(e) => return Err(ProbeError::Client(format!("the collector task failed: {e}"))),
-    };
-    let mut report = aggregator.report(base_url, model, last_finished - started);
+    // Everything that can fail is prepared before the first request goes out.
+    let lanes = lane_shares(opts.concurrency as usize, lane_count(opts.concurrency as usize))
+        .into_iter()
+        .map(|concurrency| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| ProbeError::Client(format!("starting a probe runtime: {e}")))?;
+            let requester = Requester::new(
+                build_client(&opts)?,
+                url.clone(),
+                auth.clone(),
+                opts.endpoint,
+                opts.stream,
+                opts.timeouts,
+            );
+            Ok((runtime, requester, concurrency))
+        })
+        .collect::<Result<Vec<_>, ProbeError>>()?;
+
+    let run_cancel = cancel.child_token();
+    let plan = Arc::new(Plan::new(&opts, Instant::now()));
+    let shared = Arc::new(Shared::new(plan.started));
+    let mut finished = Vec::with_capacity(lanes.len());
+    for (index, (runtime, requester, concurrency)) in lanes.into_iter().enumerate() {
+        let lane = Lane {
+            requester,
+            concurrency,
+            plan: plan.clone(),
+            work: work.clone(),
+            shared: shared.clone(),
+            cancel: run_cancel.child_token(),
+        };
+        match spawn_lane(index, runtime, lane) {
+            Ok(done) => finished.push(done),
+            Err(e) => {
+                // Stop the lanes already sending, then report why the run could not start.
+                run_cancel.cancel();
+                futures::future::join_all(finished).await;
+                return Err(e);
+            }
+        }
+    }
+    publish_until_done(finished, &shared, &plan, progress.as_ref()).await;
+
+    let (aggregator, last_finished) = shared.take();
+    let mut report = aggregator.report(base_url, model, last_finished - plan.started);
     report.extra.cancelled = cancel.is_cancelled();
     Ok(report)
+}
+
+/// How many sending threads: one per core, at most [`MAX_LANES`], never more than requests
+/// in flight.
+fn lane_count(concurrency: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.min(MAX_LANES).min(concurrency).max(1)
+}
+
+/// Splits `concurrency` over `lanes` as evenly as possible.
+fn lane_shares(concurrency: usize, lanes: usize) -> Vec<usize> {
+    (0..lanes)
+        .map(|k| concurrency / lanes + usize::from(k < concurrency % lanes))
+        .collect()
+}
+
+fn spawn_lane(
+    index: usize,
+    runtime: tokio::runtime::Runtime,
+    lane: Lane,
+) -> Result<oneshot::Receiver<()>, ProbeError> {
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("llmdeck-probe-{index}"))
+        .spawn(move || {
+            runtime.block_on(lane.run());
+            // Dropping the runtime closes the lane's pooled connections.
+            drop(runtime);
+            let _ = done_tx.send(());
+        })
+        .map_err(|e| ProbeError::Client(format!("starting a probe thread: {e}")))?;
+    Ok(done_rx)
+}
+
+/// Publishes progress every [`PROGRESS_EVERY`] until every lane has finished, then once more
+/// with `finished` set.
+async fn publish_until_done(
+    finished: Vec<oneshot::Receiver<()>>,
+    shared: &Shared,
+    plan: &Plan,
+    progress: Option<&mpsc::Sender<ProbeProgress>>,
+) {
+    let all_done = futures::future::join_all(finished);
+    tokio::pin!(all_done);
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            results = &mut all_done => {
+                if results.iter().any(Result::is_err) {
+                    // `execute` classifies everything; a panic is a bug, so it is logged loudly.
+                    tracing::error!("a probe thread ended abnormally; its requests in flight are lost");
+                }
+                break;
+            }
+            _ = tick.tick(), if progress.is_some() => {
+                if let Some(tx) = progress {
+                    let _ = tx.try_send(shared.progress(plan, false));
+                }
+            }
+        }
+    }
+    if let Some(tx) = progress {
+        // The last snapshot is worth a short wait; the report is returned regardless.
+        let last = shared.progress(plan, true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(last)).await;
+    }
 }
 
 fn validate(opts: &ProbeOptions) -> Result<(), ProbeError> {
@@ -150,6 +234,8 @@ fn build_client(opts: &ProbeOptions) -> Result<reqwest::Client, ProbeError> {
         .pool_max_idle_per_host(opts.concurrency as usize)
         // A redirect is reported, not followed (a POST would silently become a GET).
         .redirect(reqwest::redirect::Policy::none())
+        // Every request is sent once and counted once.
+        .retry(reqwest::retry::never())
         .tcp_nodelay(true)
         .user_agent(concat!("llmdeck/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -211,79 +297,188 @@ struct Work {
     expected: Option<String>,
 }
 
-struct Schedule<'a> {
-    opts: &'a ProbeOptions,
+/// The load shape, shared by every lane.
+struct Plan {
     started: Instant,
-    requester: Arc<Requester>,
+    /// Stop after this many requests.
+    limit: Option<u64>,
+    /// Start no request after this instant.
+    end: Option<Instant>,
+    /// Open loop: request `i` starts at `started + i / rate`.
+    rate: Option<f64>,
+}
+
+impl Plan {
+    fn new(opts: &ProbeOptions, started: Instant) -> Self {
+        let (limit, end) = match opts.stop {
+            Stop::Requests(n) => (Some(n), None),
+            Stop::Duration(d) => (None, Some(started + d)),
+        };
+        Self {
+            started,
+            limit,
+            end,
+            rate: opts.rate,
+        }
+    }
+
+    fn planned(&self) -> Option<u64> {
+        self.limit
+    }
+
+    fn past_end(&self, at: Instant) -> bool {
+        self.end.is_some_and(|end| at >= end)
+    }
+}
+
+/// What the lanes share: the request counter and the results.
+struct Shared {
+    /// Sequence numbers handed out so far (may run past the limit: those are not sent).
+    next: AtomicU64,
+    in_flight: AtomicU64,
+    results: Mutex<Results>,
+}
+
+struct Results {
+    aggregator: Aggregator,
+    last_finished: Instant,
+}
+
+impl Shared {
+    fn new(started: Instant) -> Self {
+        Self {
+            next: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            results: Mutex::new(Results {
+                aggregator: Aggregator::default(),
+                last_finished: started,
+            }),
+        }
+    }
+
+    /// The next request's sequence number, unless the planned count is reached.
+    fn claim(&self, plan: &Plan) -> Option<u64> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        plan.limit.is_none_or(|n| i < n).then_some(i)
+    }
+
+    fn results(&self) -> MutexGuard<'_, Results> {
+        // A panic while holding the lock cannot leave the numbers half-updated in a way that
+        // matters more than losing them; keep going.
+        self.results.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn finish(&self, record: &RequestRecord) {
+        let now = Instant::now();
+        let mut results = self.results();
+        results.aggregator.add(record);
+        results.last_finished = results.last_finished.max(now);
+    }
+
+    fn progress(&self, plan: &Plan, finished: bool) -> ProbeProgress {
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        let results = self.results();
+        let elapsed = if finished {
+            results.last_finished - plan.started
+        } else {
+            plan.started.elapsed()
+        };
+        let mut progress = results
+            .aggregator
+            .progress(elapsed, plan.planned(), in_flight);
+        progress.finished = finished;
+        progress
+    }
+
+    fn take(&self) -> (Aggregator, Instant) {
+        let mut results = self.results();
+        (
+            std::mem::take(&mut results.aggregator),
+            results.last_finished,
+        )
+    }
+}
+
+/// One sending thread's share of the run.
+struct Lane {
+    requester: Requester,
+    /// Requests this lane keeps in flight.
+    concurrency: usize,
+    plan: Arc<Plan>,
     work: Arc<[Work]>,
-    records: mpsc::Sender<RequestRecord>,
-    in_flight: Arc<AtomicU64>,
+    shared: Arc<Shared>,
     cancel: CancellationToken,
 }
 
-impl Schedule<'_> {
-    /// Starts requests until the stop condition or cancellation, then waits for all of them.
+impl Lane {
     async fn run(self) {
-        let permits = Arc::new(Semaphore::new(self.opts.concurrency as usize));
-        let limit = match self.opts.stop {
-            Stop::Requests(n) => Some(n),
-            Stop::Duration(_) => None,
-        };
-        let end = match self.opts.stop {
-            Stop::Duration(d) => Some(self.started + d),
-            Stop::Requests(_) => None,
-        };
+        let lane = Arc::new(self);
         let mut tasks = JoinSet::new();
-        let mut sent: u64 = 0;
-        while limit.is_none_or(|n| sent < n) {
-            if let Some(rate) = self.opts.rate {
-                let at = self.started + Duration::from_secs_f64(sent as f64 / rate);
-                if end.is_some_and(|e| at >= e) {
-                    break;
-                }
-                tokio::select! {
-                    biased;
-                    _ = self.cancel.cancelled() => break,
-                    _ = tokio::time::sleep_until(at) => {}
+        match lane.plan.rate {
+            None => {
+                for _ in 0..lane.concurrency {
+                    tasks.spawn(lane.clone().closed_loop());
                 }
             }
-            let permit = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => break,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break, // never closed
-                },
-            };
-            if end.is_some_and(|e| Instant::now() >= e) {
-                break;
-            }
-            let work = &self.work[(sent % self.work.len() as u64) as usize];
-            let (body, expected) = (work.body.clone(), work.expected.clone());
-            let requester = self.requester.clone();
-            let records = self.records.clone();
-            let in_flight = self.in_flight.clone();
-            let cancel = self.cancel.clone();
-            in_flight.fetch_add(1, Ordering::Relaxed);
-            tasks.spawn(async move {
-                let record = requester.execute(body, expected.as_deref(), &cancel).await;
-                in_flight.fetch_sub(1, Ordering::Relaxed);
-                // The collector outlives every sender.
-                let _ = records.send(record).await;
-                drop(permit);
-            });
-            sent += 1;
-            reap(&mut tasks);
+            Some(rate) => lane.clone().open_loop(rate, &mut tasks).await,
         }
         while let Some(joined) = tasks.join_next().await {
             report_panic(joined);
         }
     }
-}
 
-fn reap(tasks: &mut JoinSet<()>) {
-    while let Some(joined) = tasks.try_join_next() {
-        report_panic(joined);
+    /// One of `concurrency` workers sending back to back.
+    async fn closed_loop(self: Arc<Self>) {
+        while !self.cancel.is_cancelled() && !self.plan.past_end(Instant::now()) {
+            let Some(i) = self.shared.claim(&self.plan) else {
+                break;
+            };
+            self.send(i).await;
+        }
+    }
+
+    /// Starts requests on the shared schedule; when this lane's share of the concurrency is
+    /// in use, the schedule slips rather than putting more requests in flight.
+    async fn open_loop(self: Arc<Self>, rate: f64, tasks: &mut JoinSet<()>) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        while let Some(i) = self.shared.claim(&self.plan) {
+            let at = self.plan.started + Duration::from_secs_f64(i as f64 / rate);
+            if self.plan.past_end(at) {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                _ = tokio::time::sleep_until(at) => {}
+            }
+            let permit = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break, // never closed
+                },
+            };
+            let lane = self.clone();
+            tasks.spawn(async move {
+                lane.send(i).await;
+                drop(permit);
+            });
+            while let Some(joined) = tasks.try_join_next() {
+                report_panic(joined);
+            }
+        }
+    }
+
+    async fn send(&self, i: u64) {
+        let work = &self.work[(i % self.work.len() as u64) as usize];
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        let record = self
+            .requester
+            .execute(work.body.clone(), work.expected.as_deref(), &self.cancel)
+            .await;
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.shared.finish(&record);
     }
 }
 
@@ -292,51 +487,6 @@ fn report_panic(joined: Result<(), tokio::task::JoinError>) {
         // `execute` classifies everything; a panic is a bug, so it is logged loudly.
         tracing::error!("a probe request task failed: {e}");
     }
-}
-
-/// Folds records as they arrive and publishes progress; returns the aggregate and the time the
-/// last record arrived.
-async fn collect(
-    mut records: mpsc::Receiver<RequestRecord>,
-    progress: Option<mpsc::Sender<ProbeProgress>>,
-    planned: Option<u64>,
-    started: Instant,
-    in_flight: Arc<AtomicU64>,
-) -> (Aggregator, Instant) {
-    let mut aggregator = Aggregator::default();
-    let mut last = started;
-    let mut tick = tokio::time::interval(PROGRESS_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let snapshot = |agg: &Aggregator| {
-        agg.progress(
-            started.elapsed(),
-            planned,
-            in_flight.load(Ordering::Relaxed),
-        )
-    };
-    loop {
-        tokio::select! {
-            record = records.recv() => match record {
-                Some(record) => {
-                    aggregator.add(&record);
-                    last = Instant::now();
-                }
-                None => break,
-            },
-            _ = tick.tick(), if progress.is_some() => {
-                if let Some(tx) = &progress {
-                    let _ = tx.try_send(snapshot(&aggregator));
-                }
-            }
-        }
-    }
-    if let Some(tx) = &progress {
-        let mut last_progress = aggregator.progress(last - started, planned, 0);
-        last_progress.finished = true;
-        // The last snapshot is worth a short wait; the report is returned regardless.
-        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(last_progress)).await;
-    }
-    (aggregator, last)
 }
 
 #[cfg(test)]
@@ -398,6 +548,28 @@ mod tests {
         let mut o = ok;
         o.timeouts.idle = Duration::ZERO;
         assert!(validate(&o).is_err());
+    }
+
+    #[test]
+    fn concurrency_is_split_evenly_over_lanes() {
+        assert_eq!(lane_shares(32, 2), [16, 16]);
+        assert_eq!(lane_shares(5, 2), [3, 2]);
+        assert_eq!(lane_shares(7, 4), [2, 2, 2, 1]);
+        assert_eq!(lane_shares(1, 1), [1]);
+        assert_eq!(lane_count(1), 1);
+        assert!(lane_count(64) <= MAX_LANES);
+    }
+
+    #[test]
+    fn claims_stop_at_the_planned_count() {
+        let opts = ProbeOptions {
+            stop: Stop::Requests(3),
+            ..ProbeOptions::new("http://x")
+        };
+        let plan = Plan::new(&opts, Instant::now());
+        let shared = Shared::new(plan.started);
+        let claimed: Vec<_> = (0..5).map(|_| shared.claim(&plan)).collect();
+        assert_eq!(claimed, [Some(0), Some(1), Some(2), None, None]);
     }
 
     #[test]

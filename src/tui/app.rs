@@ -81,6 +81,8 @@ pub struct App {
     pub quitting: bool,
     /// First line shown of the help overlay (it scrolls on small terminals).
     pub help_scroll: usize,
+    /// Lines per source this viewer never received (it fell behind), already counted.
+    log_gaps: HashMap<LogSource, u64>,
 }
 
 impl App {
@@ -103,6 +105,7 @@ impl App {
             model_since,
             quitting: false,
             help_scroll: 0,
+            log_gaps: HashMap::new(),
         }
     }
 
@@ -119,7 +122,15 @@ impl App {
     }
 
     /// After falling behind: start again from a fresh snapshot, counting what was missed.
-    pub fn resync(&mut self, snapshot: Snapshot, missed: u64) {
+    pub fn resync(&mut self, snapshot: Snapshot) {
+        let mut missed = 0;
+        for (source, stats) in &snapshot.state.logs {
+            let seen = self.logs.counters_of(source).lines;
+            let known_gap = self.log_gaps.entry(source.clone()).or_default();
+            let gap = stats.lines.saturating_sub(seen + *known_gap);
+            *known_gap += gap;
+            missed += gap;
+        }
         self.logs.note_lagged(missed);
         self.state = snapshot.state;
     }
@@ -152,8 +163,13 @@ impl App {
         if !matches!(self.overlay, Overlay::None) {
             return self.on_overlay_key(key);
         }
-        if self.focus == Pane::Logs && self.logs.is_capturing_input() {
-            return self.forward_to_logs(key);
+        if self.focus == Pane::Logs && (self.logs.is_capturing_input() || key.code == crossterm::event::KeyCode::Esc) {
+            // Esc first clears the pane's search; only then does it close or unzoom.
+            match self.logs.handle_key(key) {
+                LogViewOutcome::Effect(e) => return vec![Effect::Log(e)],
+                LogViewOutcome::Consumed => return Vec::new(),
+                LogViewOutcome::NotConsumed => {}
+            }
         }
         match action_for(key, self.focus) {
             Some(action) => self.on_action(action),
@@ -319,6 +335,7 @@ impl App {
         };
         if let Some(source) = source {
             self.logs.set_source_filter(Some(source));
+            self.logs.follow();
             self.focus = Pane::Logs;
         }
     }

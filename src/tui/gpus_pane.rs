@@ -21,14 +21,7 @@ const PARTIAL: [&str; 8] = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"]
 
 /// Draws the pane inside `area`. `selected` is a position in `gpus.gpus`; it is marked when the
 /// pane is focused.
-pub fn render(
-    frame: &mut Frame,
-    area: Rect,
-    gpus: &GpuState,
-    theme: &Theme,
-    focused: bool,
-    selected: usize,
-) {
+pub fn render(frame: &mut Frame, area: Rect, gpus: &GpuState, theme: &Theme, focused: bool, selected: usize) {
     if area.width == 0 || area.height == 0 {
         return;
     }
@@ -50,14 +43,10 @@ fn render_empty(frame: &mut Frame, area: Rect, gpus: &GpuState, theme: &Theme) {
                 theme.dim(),
             )),
         ],
-        BackendStatus::Starting => vec![Line::from(Span::styled(
-            "Looking for GPUs…",
-            theme.dim(),
-        ))],
-        BackendStatus::Nvml { driver_version } => vec![Line::from(format!(
-            "NVML found no GPUs (driver {})",
-            driver_version.as_deref().unwrap_or("unknown")
-        ))],
+        BackendStatus::Starting => vec![Line::from(Span::styled("Looking for GPUs…", theme.dim()))],
+        BackendStatus::Nvml { driver_version } => {
+            vec![Line::from(format!("NVML found no GPUs (driver {})", driver_version.as_deref().unwrap_or("unknown")))]
+        }
         BackendStatus::Simulated => vec![Line::from("The simulated backend has no GPUs")],
     };
     let mut lines = lines;
@@ -81,11 +70,12 @@ fn pane_lines(
     let selected = selected.min(n.saturating_sub(1));
     let stale = stale_line(gpus, theme, usize::from(width));
     let rows = usize::from(height).saturating_sub(usize::from(stale.is_some()));
-    let per_gpu = [3, 2, 1]
+    // (lines per GPU, blank lines between GPUs): the roomiest that fits with the footer.
+    let (per_gpu, gap) = [(4, 1), (4, 0), (3, 1), (3, 0), (2, 0), (1, 0)]
         .into_iter()
-        .find(|per| per * n < rows)
-        .unwrap_or(1);
-    let footer = per_gpu * n < rows;
+        .find(|(per, gap)| per * n + gap * n.saturating_sub(1) < rows)
+        .unwrap_or((1, 0));
+    let footer = per_gpu * n + gap * n.saturating_sub(1) < rows;
     let layout = Columns::new(gpus, usize::from(width), per_gpu == 1);
     let mut out: Vec<Line<'static>> = stale.into_iter().collect();
     let visible = if footer { n } else { rows.max(1) };
@@ -93,6 +83,9 @@ fn pane_lines(
     for (pos, g) in gpus.gpus.iter().enumerate().skip(first).take(visible) {
         let marked = focused && pos == selected;
         let history = gpus.history_of(pos);
+        if pos > first {
+            out.extend((0..gap).map(|_| Line::from("")));
+        }
         if per_gpu == 1 {
             out.push(layout.compact_line(g, marked, theme));
         } else {
@@ -111,10 +104,7 @@ fn stale_line(gpus: &GpuState, theme: &Theme, width: usize) -> Option<Line<'stat
     if let Some(call) = &stale.call {
         text.push_str(&format!(" · {call} hung"));
     }
-    Some(Line::from(Span::styled(
-        fit(&text, width).trim_end().to_owned(),
-        theme.bad(),
-    )))
+    Some(Line::from(Span::styled(fit(&text, width).trim_end().to_owned(), theme.bad())))
 }
 
 /// Widths shared by every GPU's lines, so gauges line up.
@@ -124,62 +114,47 @@ struct Columns {
     name_w: usize,
     name_cap: usize,
     bar_w: usize,
+    /// `util` and `mem` before the gauges.
+    labels: bool,
 }
 
 impl Columns {
     fn new(gpus: &GpuState, width: usize, compact: bool) -> Self {
-        let index_w = gpus
-            .gpus
-            .iter()
-            .map(|g| g.index.to_string().len())
-            .max()
-            .unwrap_or(1);
-        let name_cap = match (compact, width >= 90) {
-            (true, true) => 9,
-            (true, false) => 5,
-            (false, true) => 16,
-            (false, false) => 10,
+        let index_w = gpus.gpus.iter().map(|g| g.index.to_string().len()).max().unwrap_or(1);
+        let name_cap = match (compact, width) {
+            (true, 90..) => 9,
+            (true, _) => 5,
+            (false, 90..) => 16,
+            (false, 56..) => 10,
+            (false, _) => 5,
         };
-        let name_w = gpus
-            .gpus
-            .iter()
-            .map(|g| short_name(g, name_cap).chars().count())
-            .max()
-            .unwrap_or(3);
+        let name_w = gpus.gpus.iter().map(|g| short_name(g, name_cap).chars().count()).max().unwrap_or(3);
         let head = 2 + index_w + name_w;
+        // Narrow panes (80x24 terminals) drop the `util`/`mem` words: the numbers say it.
+        let labels = !compact && width >= head + 31 + 6;
         let bar_w = if compact {
-            // head " 100% ▕bar▏ 61.2/79.6G 64°C 1000/700W " and at least 10 for the models
-            width.saturating_sub(head + 34 + 10).clamp(3, 12)
-        } else {
-            // line 1: head "  util ▕bar▏ 100%  100°C 1000/700W"
-            let line1 = width.saturating_sub(head + 31).min(24);
-            // line 2: head "  mem  ▕bar▏ 61.2/79.6G  util " and a sparkline of 10 or more
-            let with_history = width.saturating_sub(head + 27 + 10);
-            if with_history >= 6 {
-                line1.min(with_history)
-            } else {
-                line1
+            // head " 100% ▕bar▏ 61.2/79.6G 64°C 1000/700W " and at least 10 for the models;
+            // no gauge at all when that leaves less than 3 cells
+            match width.saturating_sub(head + 34 + 10) {
+                0..3 => 0,
+                room => room.min(12),
             }
-            .max(3)
+        } else {
+            let label = if labels { 7 } else { 1 };
+            // line 1: head label "▕bar▏ 100%  100°C 1000/700W"
+            let line1 = width.saturating_sub(head + label + 24).min(24);
+            // line 2: head label "▕bar▏ 61.2/79.6G  util " and a sparkline of 10 or more
+            let with_history = width.saturating_sub(head + label + 20 + 10);
+            if with_history >= 6 { line1.min(with_history) } else { line1 }.max(3)
         };
-        Self {
-            width,
-            index_w,
-            name_w,
-            name_cap,
-            bar_w,
-        }
+        Self { width, index_w, name_w, name_cap, bar_w, labels }
     }
 
     fn head(&self, g: &GpuSample, marked: bool, theme: &Theme) -> Vec<Span<'static>> {
         let marker = if marked { "▶" } else { " " };
         let name = fit(&short_name(g, self.name_cap), self.name_w);
         let text = format!("{marker}{:>w$} {name}", g.index, w = self.index_w);
-        let style = if marked {
-            theme.selected()
-        } else {
-            theme.header()
-        };
+        let style = if marked { theme.selected() } else { theme.header() };
         vec![Span::styled(text, style)]
     }
 
@@ -198,10 +173,7 @@ impl Columns {
     ) -> Vec<Line<'static>> {
         let mut first = self.head(g, marked, theme);
         if g.lost {
-            first.push(Span::styled(
-                "  ✖ LOST: GPU is not answering",
-                theme.bad(),
-            ));
+            first.push(Span::styled("  ✖ LOST: GPU is not answering", theme.bad()));
             let mut lines = vec![Line::from(first)];
             if per_gpu >= 2 {
                 let last_xid = state.xids_of(g.index).next().map_or_else(
@@ -216,20 +188,16 @@ impl Columns {
             lines.extend((lines.len()..per_gpu).map(|_| Line::from("")));
             return lines;
         }
-        first.push(Span::styled("  util ", theme.dim()));
-        first.extend(gauge(
-            g.utilization_gpu_pct.map(|u| f64::from(u) / 100.0),
-            self.bar_w,
-            theme.accent(),
-            theme,
-        ));
+        first.push(Span::styled(if self.labels { "  util " } else { " " }, theme.dim()));
+        first.extend(gauge(g.utilization_gpu_pct.map(|u| f64::from(u) / 100.0), self.bar_w, theme.accent(), theme));
         first.push(pct_span(g.utilization_gpu_pct, theme));
         first.push(Span::raw("  "));
         first.push(temperature_span(g, theme));
         first.push(Span::raw(" "));
         first.push(power_span(g, theme));
 
-        let mut second = vec![Span::raw(self.indent()), Span::styled("  mem  ", theme.dim())];
+        let mut second =
+            vec![Span::raw(self.indent()), Span::styled(if self.labels { "  mem  " } else { " " }, theme.dim())];
         second.extend(gauge(memory_fraction(g), self.bar_w, memory_style(g, theme), theme));
         let mem = memory_text(g);
         second.push(Span::raw(format!(" {mem}")));
@@ -246,7 +214,34 @@ impl Columns {
         if per_gpu >= 3 {
             lines.push(self.third_line(g, state, theme));
         }
+        if per_gpu >= 4 {
+            lines.push(self.history_line(g, history, theme));
+        }
         lines
+    }
+
+    /// Power and temperature history, side by side, scaled to their limits.
+    fn history_line(&self, g: &GpuSample, history: Option<&GpuHistory>, theme: &Theme) -> Line<'static> {
+        let Some(h) = history else {
+            return Line::from("");
+        };
+        let room = self.width.saturating_sub(self.indent().len() + 2 + 7 + 7 + 2);
+        let each = room / 2;
+        if each < 4 {
+            return Line::from("");
+        }
+        let power_max = g.power_limit_w.map_or(0, |l| l.round() as u64);
+        let temp_max = g.temperature_slowdown_c.map_or(100, |t| u64::from(t) + 10);
+        Line::from(vec![
+            Span::raw(self.indent()),
+            Span::styled("  power ", theme.dim()),
+            Span::styled(sparkline_text(h.power_w.iter().map(|v| v.map(u64::from)), power_max, each), theme.accent()),
+            Span::styled("  temp ", theme.dim()),
+            Span::styled(
+                sparkline_text(h.temperature_c.iter().map(|v| v.map(u64::from)), temp_max, each),
+                theme.accent(),
+            ),
+        ])
     }
 
     /// Who holds the memory, and what slows the GPU down (Xid errors first).
@@ -272,19 +267,12 @@ impl Columns {
             spans.push(Span::styled(" ✖ LOST: GPU is not answering", theme.bad()));
             return Line::from(spans);
         }
-        spans.push(Span::raw(" "));
         spans.push(pct_span(g.utilization_gpu_pct, theme));
-        spans.push(Span::raw(" "));
-        spans.extend(gauge(
-            g.utilization_gpu_pct.map(|u| f64::from(u) / 100.0),
-            self.bar_w,
-            theme.accent(),
-            theme,
-        ));
-        spans.push(Span::styled(
-            format!(" {:>10}", memory_text(g)),
-            memory_style(g, theme),
-        ));
+        if self.bar_w > 0 {
+            spans.push(Span::raw(" "));
+            spans.extend(gauge(g.utilization_gpu_pct.map(|u| f64::from(u) / 100.0), self.bar_w, theme.accent(), theme));
+        }
+        spans.push(Span::styled(format!(" {:>10}", memory_text(g)), memory_style(g, theme)));
         spans.push(Span::raw(" "));
         spans.push(temperature_span(g, theme));
         spans.push(Span::raw(" "));
@@ -292,9 +280,7 @@ impl Columns {
         let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
         let room = self.width.saturating_sub(used + 1);
         let holders = holder_names(g);
-        let trouble = throttle_words(g)
-            .map(|w| format!("⚠{w} "))
-            .unwrap_or_default();
+        let trouble = throttle_words(g).map(|w| format!("⚠{w} ")).unwrap_or_default();
         let tail = format!("{trouble}{holders}");
         if room > 2 && !tail.is_empty() {
             spans.push(Span::raw(" "));
@@ -320,11 +306,7 @@ fn short_name(g: &GpuSample, cap: usize) -> String {
         }
         out.push_str(word);
     }
-    if out.is_empty() {
-        fit(name, cap).trim_end().to_owned()
-    } else {
-        out
-    }
+    if out.is_empty() { fit(name, cap).trim_end().to_owned() } else { out }
 }
 
 /// Pads or cuts to exactly `width` characters (cut text ends with `…`).
@@ -377,11 +359,7 @@ fn temperature_span(g: &GpuSample, theme: &Theme) -> Span<'static> {
 fn power_span(g: &GpuSample, theme: &Theme) -> Span<'static> {
     match (g.power_draw_w, g.power_limit_w) {
         (Some(d), Some(l)) => {
-            let style = if d >= l * 0.97 {
-                theme.warn()
-            } else {
-                Style::new()
-            };
+            let style = if d >= l * 0.97 { theme.warn() } else { Style::new() };
             Span::styled(format!("{:.0}/{:.0}W", d, l), style)
         }
         (Some(d), None) => Span::raw(format!("{d:.0}W")),
@@ -441,11 +419,7 @@ fn holders_text(g: &GpuSample, theme: &Theme) -> (String, Style) {
             None => others.push(format!("pid {} {}", p.pid, gib(p.used_memory_bytes))),
         }
     }
-    let parts: Vec<String> = models
-        .iter()
-        .map(|(m, b)| format!("{m} {}", gib(*b)))
-        .chain(others)
-        .collect();
+    let parts: Vec<String> = models.iter().map(|(m, b)| format!("{m} {}", gib(*b))).chain(others).collect();
     (parts.join(" · "), Style::new())
 }
 
@@ -453,10 +427,7 @@ fn holders_text(g: &GpuSample, theme: &Theme) -> (String, Style) {
 fn holder_names(g: &GpuSample) -> String {
     let mut names: Vec<String> = Vec::new();
     for p in &g.processes {
-        let name = p
-            .model
-            .clone()
-            .unwrap_or_else(|| format!("pid {}", p.pid));
+        let name = p.model.clone().unwrap_or_else(|| format!("pid {}", p.pid));
         if !names.contains(&name) {
             names.push(name);
         }
@@ -466,22 +437,13 @@ fn holder_names(g: &GpuSample) -> String {
 
 /// Throttle reasons that mean something is wrong (idle is normal).
 fn throttle_words(g: &GpuSample) -> Option<String> {
-    let words: Vec<&str> = g
-        .throttle_reasons
-        .as_ref()?
-        .iter()
-        .map(String::as_str)
-        .filter(|w| *w != "idle")
-        .collect();
+    let words: Vec<&str> = g.throttle_reasons.as_ref()?.iter().map(String::as_str).filter(|w| *w != "idle").collect();
     (!words.is_empty()).then(|| words.join(", "))
 }
 
 fn trouble_span(g: &GpuSample, state: &GpuState, theme: &Theme) -> Option<Span<'static>> {
     if let Some(x) = state.xids_of(g.index).next() {
-        return Some(Span::styled(
-            format!("✖ Xid {}: {}", x.xid, x.meaning),
-            theme.bad(),
-        ));
+        return Some(Span::styled(format!("✖ Xid {}: {}", x.xid, x.meaning), theme.bad()));
     }
     throttle_words(g).map(|w| Span::styled(format!("throttle: {w}"), theme.warn()))
 }
@@ -489,10 +451,7 @@ fn trouble_span(g: &GpuSample, state: &GpuState, theme: &Theme) -> Option<Span<'
 /// Xid count (bad news first), energy since start, backend; parts that do not fit are left out.
 fn footer_line(gpus: &GpuState, theme: &Theme, width: usize) -> Line<'static> {
     let mut spans = vec![match gpus.xids.back() {
-        Some(x) => Span::styled(
-            format!("Xid {} · last: GPU {} Xid {}", gpus.xid_count, x.gpu, x.xid),
-            theme.bad(),
-        ),
+        Some(x) => Span::styled(format!("Xid {} · last: GPU {} Xid {}", gpus.xid_count, x.gpu, x.xid), theme.bad()),
         None => Span::styled("Xid 0", theme.dim()),
     }];
     let mut optional = Vec::new();
@@ -500,9 +459,7 @@ fn footer_line(gpus: &GpuState, theme: &Theme, width: usize) -> Line<'static> {
         optional.push(format!(" · energy since start {}", fmt_energy(j)));
     }
     match &gpus.backend {
-        BackendStatus::Nvml {
-            driver_version: Some(v),
-        } => optional.push(format!(" · driver {v}")),
+        BackendStatus::Nvml { driver_version: Some(v) } => optional.push(format!(" · driver {v}")),
         BackendStatus::Simulated => optional.push(" · simulated".to_owned()),
         _ => {}
     }
@@ -543,6 +500,8 @@ fn fmt_energy(joules: f64) -> String {
 fn sparkline_text(values: impl DoubleEndedIterator<Item = Option<u64>>, max: u64, width: usize) -> String {
     let mut tail: Vec<Option<u64>> = values.rev().take(width).collect();
     tail.reverse();
+    // No known limit: scale to what was seen.
+    let max = if max == 0 { tail.iter().flatten().copied().max().unwrap_or(1) } else { max };
     tail.iter()
         .map(|v| match v {
             Some(v) => {
@@ -558,59 +517,38 @@ fn sparkline_text(values: impl DoubleEndedIterator<Item = Option<u64>>, max: u64
 /// processes, Xid errors, and larger history charts. Draws inside `area`.
 pub fn render_detail(frame: &mut Frame, area: Rect, gpus: &GpuState, index: usize, theme: &Theme) {
     let Some(g) = gpus.gpus.get(index) else {
-        frame.render_widget(
-            Paragraph::new(Span::styled("That GPU is gone.", theme.dim())),
-            area,
-        );
+        frame.render_widget(Paragraph::new(Span::styled("That GPU is gone.", theme.dim())), area);
         return;
     };
     let [head, body] = Layout::vertical([Constraint::Length(2), Constraint::Min(1)]).areas(area);
     frame.render_widget(Paragraph::new(detail_head(g, gpus, theme)), head);
-    let [info, charts] =
-        Layout::horizontal([Constraint::Length(46), Constraint::Min(10)]).areas(body);
-    frame.render_widget(
-        Paragraph::new(detail_info(g, gpus, theme)).wrap(Wrap { trim: false }),
-        info,
-    );
+    let [info, charts] = Layout::horizontal([Constraint::Length(46), Constraint::Min(10)]).areas(body);
+    frame.render_widget(Paragraph::new(detail_info(g, gpus, theme)).wrap(Wrap { trim: false }), info);
     if let Some(h) = gpus.history_of(index) {
         render_charts(frame, charts, g, h, gpus.sample_ms, theme);
     }
 }
 
 fn detail_head(g: &GpuSample, gpus: &GpuState, theme: &Theme) -> Vec<Line<'static>> {
-    let mut first = vec![Span::styled(
-        format!("GPU {} · {}", g.index, g.name),
-        theme.header(),
-    )];
+    let mut first = vec![Span::styled(format!("GPU {} · {}", g.index, g.name), theme.header())];
     if g.lost {
-        first.push(Span::styled(
-            "  ✖ LOST: GPU is not answering",
-            theme.bad(),
-        ));
+        first.push(Span::styled("  ✖ LOST: GPU is not answering", theme.bad()));
     }
     let mut second = vec![Span::styled(
-        format!(
-            "{} · {}",
-            if g.uuid.is_empty() { "uuid N/A" } else { &g.uuid },
-            backend_text(&gpus.backend)
-        ),
+        format!("{} · {}", if g.uuid.is_empty() { "uuid N/A" } else { &g.uuid }, backend_text(&gpus.backend)),
         theme.dim(),
     )];
     if let Some(stale) = &gpus.stale {
-        second.push(Span::styled(
-            format!("  ⚠ STALE for {}s", stale.stale_ms / 1000),
-            theme.bad(),
-        ));
+        second.push(Span::styled(format!("  ⚠ STALE for {}s", stale.stale_ms / 1000), theme.bad()));
     }
     vec![Line::from(first), Line::from(second)]
 }
 
 fn backend_text(b: &BackendStatus) -> String {
     match b {
-        BackendStatus::Nvml { driver_version } => format!(
-            "NVML, driver {}",
-            driver_version.as_deref().unwrap_or("unknown")
-        ),
+        BackendStatus::Nvml { driver_version } => {
+            format!("NVML, driver {}", driver_version.as_deref().unwrap_or("unknown"))
+        }
         BackendStatus::Simulated => "simulated".into(),
         BackendStatus::Starting => "starting".into(),
         BackendStatus::None { .. } => "no backend".into(),
@@ -623,10 +561,7 @@ fn na<T: std::fmt::Display>(v: Option<T>, unit: &str) -> String {
 
 fn detail_info(g: &GpuSample, gpus: &GpuState, theme: &Theme) -> Vec<Line<'static>> {
     let row = |label: &str, value: String| {
-        Line::from(vec![
-            Span::styled(format!("{label:<14}"), theme.dim()),
-            Span::raw(value),
-        ])
+        Line::from(vec![Span::styled(format!("{label:<14}"), theme.dim()), Span::raw(value)])
     };
     let energy = match (g.energy_j, g.energy_source) {
         (Some(j), Some(EnergySource::Counter)) => format!("{} (driver counter)", fmt_energy(j)),
@@ -651,11 +586,7 @@ fn detail_info(g: &GpuSample, gpus: &GpuState, theme: &Theme) -> Vec<Line<'stati
         ),
         row(
             "temperature",
-            format!(
-                "{} (slowdown at {})",
-                na(g.temperature_c, "°C"),
-                na(g.temperature_slowdown_c, "°C")
-            ),
+            format!("{} (slowdown at {})", na(g.temperature_c, "°C"), na(g.temperature_slowdown_c, "°C")),
         ),
         row(
             "power",
@@ -667,14 +598,7 @@ fn detail_info(g: &GpuSample, gpus: &GpuState, theme: &Theme) -> Vec<Line<'stati
         ),
         row("energy", energy),
         row("since start", since_start),
-        row(
-            "clocks",
-            format!(
-                "SM {} · memory {}",
-                na(g.sm_clock_mhz, " MHz"),
-                na(g.memory_clock_mhz, " MHz")
-            ),
-        ),
+        row("clocks", format!("SM {} · memory {}", na(g.sm_clock_mhz, " MHz"), na(g.memory_clock_mhz, " MHz"))),
         row("fan", na(g.fan_pct, "%")),
         row("perf state", na(g.performance_state.map(|p| format!("P{p}")), "")),
     ];
@@ -683,11 +607,7 @@ fn detail_info(g: &GpuSample, gpus: &GpuState, theme: &Theme) -> Vec<Line<'stati
         Some(w) if w.is_empty() => "none".to_owned(),
         Some(w) => w.join(", "),
     };
-    let style = if throttle_words(g).is_some() {
-        theme.warn()
-    } else {
-        Style::new()
-    };
+    let style = if throttle_words(g).is_some() { theme.warn() } else { Style::new() };
     lines.push(Line::from(vec![
         Span::styled(format!("{:<14}", "throttle"), theme.dim()),
         Span::styled(throttle, style),
@@ -713,12 +633,7 @@ fn detail_info(g: &GpuSample, gpus: &GpuState, theme: &Theme) -> Vec<Line<'stati
         lines.push(Line::from(Span::styled("driver errors", theme.header())));
         for x in xids {
             lines.push(Line::from(Span::styled(
-                format!(
-                    "  {} Xid {}: {}",
-                    x.ts.with_timezone(&chrono::Local).format("%H:%M:%S"),
-                    x.xid,
-                    x.meaning
-                ),
+                format!("  {} Xid {}: {}", x.ts.with_timezone(&chrono::Local).format("%H:%M:%S"), x.xid, x.meaning),
                 theme.bad(),
             )));
         }
@@ -726,14 +641,7 @@ fn detail_info(g: &GpuSample, gpus: &GpuState, theme: &Theme) -> Vec<Line<'stati
     lines
 }
 
-fn render_charts(
-    frame: &mut Frame,
-    area: Rect,
-    g: &GpuSample,
-    h: &GpuHistory,
-    sample_ms: u64,
-    theme: &Theme,
-) {
+fn render_charts(frame: &mut Frame, area: Rect, g: &GpuSample, h: &GpuHistory, sample_ms: u64, theme: &Theme) {
     let window = crate::util::fmt_duration_ms(h.len() as u64 * sample_ms.max(1));
     let mem_max = g.memory_total_bytes.map_or(0, |t| t / (1024 * 1024));
     let power_max = g.power_limit_w.map_or(0, |l| l.round() as u64);
@@ -764,11 +672,16 @@ fn render_charts(
             temp_max,
         ),
     ];
+    let peak_text: [fn(u64) -> String; 4] =
+        [|v| format!("{v}%"), |mib| format!("{:.1}G", mib as f64 / 1024.0), |w| format!("{w}W"), |c| format!("{c}°C")];
     let rows = Layout::vertical([Constraint::Ratio(1, 4); 4]).split(area);
-    for ((title, data, max), rect) in charts.into_iter().zip(rows.iter()) {
-        let [label, chart] =
-            Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(*rect);
-        frame.render_widget(Paragraph::new(Span::styled(title, theme.header())), label);
+    for (((title, data, max), rect), peak_text) in charts.into_iter().zip(rows.iter()).zip(peak_text) {
+        let [label, chart] = Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(*rect);
+        let peak = data.iter().flatten().max().map(|p| format!("  peak {}", peak_text(*p))).unwrap_or_default();
+        frame.render_widget(
+            Paragraph::new(Line::from(vec![Span::styled(title, theme.header()), Span::styled(peak, theme.dim())])),
+            label,
+        );
         if chart.height == 0 {
             continue;
         }

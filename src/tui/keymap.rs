@@ -103,14 +103,16 @@ pub const BINDINGS: &[Binding] = &[
 
 /// The Logs pane's own keys (handled by its component), for help and the footer.
 pub const LOG_KEYS: &[(&str, &str)] = &[
-    ("j/k, ↓/↑, PgUp/PgDn, g/G", "scroll (scrolling up pauses follow)"),
+    ("j/k ↓/↑ PgUp/PgDn ^D/^U", "scroll (scrolling up pauses follow)"),
+    ("g / G", "oldest line / newest line and follow"),
     ("F", "resume follow"),
     ("/", "search; Enter keeps it, Esc clears it"),
-    ("n / N", "next / previous match"),
     ("Ctrl-R (in search)", "toggle regex"),
-    ("e / E", "next / previous error or OOM line"),
+    ("n / N", "older / newer match"),
+    ("e / E", "older / newer error or OOM line"),
     ("s", "pick the source (all, or one)"),
-    ("v", "cycle the minimum level"),
+    ("v / V", "raise / lower the minimum level"),
+    ("c", "compact / raw lines"),
     ("w", "wrap long lines"),
     ("t", "show / hide timestamps"),
     ("y", "copy the selected line (OSC 52, works over SSH)"),
@@ -157,23 +159,21 @@ pub fn action_for(key: KeyEvent, focus: Pane) -> Option<Action> {
     }
 }
 
-/// The footer's key hints for the focused pane, most useful first: the footer drops hints
-/// from the end when the terminal is narrow.
-pub fn footer_hints(focus: Pane) -> Vec<&'static str> {
-    let mut hints: Vec<&'static str> = match focus {
-        Pane::Logs => vec!["/ search", "e next err", "s source", "F follow"],
-        _ => BINDINGS
-            .iter()
-            .filter(|b| match b.scope {
-                Scope::Global => false,
-                Scope::Lists => true,
-                Scope::Pane(p) => p == focus,
-            })
-            .filter_map(|b| b.footer)
-            .collect(),
-    };
-    hints.extend(["? help", "q quit", "Tab focus", "z zoom", "1-4 pane"]);
-    hints
+/// Hints every pane's footer ends with, most useful first (the footer drops hints from the
+/// end when the terminal is narrow).
+pub const GLOBAL_HINTS: [&str; 5] = ["? help", "q quit", "Tab focus", "z zoom", "1-4 pane"];
+
+/// The key hints of a list pane (the Logs pane's component gives its own).
+pub fn list_hints(focus: Pane) -> Vec<&'static str> {
+    BINDINGS
+        .iter()
+        .filter(|b| match b.scope {
+            Scope::Global => false,
+            Scope::Lists => true,
+            Scope::Pane(p) => p == focus,
+        })
+        .filter_map(|b| b.footer)
+        .collect()
 }
 
 #[cfg(test)]

@@ -13,9 +13,11 @@
 //! `G`/End and `F` newest + follow; `/` search (Enter keeps it, Esc cancels; in the prompt
 //! `Ctrl-R` toggles regex, `Ctrl-U` clears, `↑` recalls the last search); `n`/`N` older/newer
 //! match; `e`/`E` older/newer error or OOM line; `s` source picker; `v`/`V` raise/lower the
-//! minimum level; `w` wrap; `t` timestamps; `y` copy; `o` open in `$PAGER`; `Esc` clears the
-//! search. Searches and jumps run from the newest line back, as `?` does in `less`: from follow,
-//! `n` and `e` find the most recent match, pressed again they go further back.
+//! minimum level; `w` wrap; `t` timestamps; `c` compact/raw lines (compact, the default, hides
+//! headers that repeat the time and level columns, like vLLM's `INFO 11-23 14:02:11 [x.py:12]`);
+//! `y` copy; `o` open in `$PAGER`; `Esc` clears the search. Searches and jumps run from the
+//! newest line back, as `?` does in `less`: from follow, `n` and `e` find the most recent match,
+//! pressed again they go further back. Search and highlights apply to the text shown.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -33,6 +35,7 @@ use ratatui::widgets::{Block, Clear, Widget};
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use super::theme::Theme;
+use crate::logs::level::redundant_header;
 use crate::logs::ring::Ring;
 use crate::logs::search::Matcher;
 use crate::logs::{Level, LogBatch, LogLine, LogSource};
@@ -281,6 +284,8 @@ pub struct LogView {
     page_rows: usize,
     wrap: bool,
     timestamps: bool,
+    /// Hide line headers that repeat the time and level columns (vLLM, uvicorn, tracing).
+    compact: bool,
     regex_mode: bool,
     search: Option<Matcher>,
     /// The search active when the prompt opened, restored by Esc.
@@ -314,6 +319,7 @@ impl LogView {
             page_rows: 10,
             wrap: false,
             timestamps: true,
+            compact: true,
             regex_mode: false,
             search: None,
             search_before_input: None,
@@ -403,8 +409,13 @@ impl LogView {
     pub fn counters(&self) -> LogCounters {
         match &self.source_filter {
             None => self.totals,
-            Some(source) => self.by_source.get(source).map(|s| s.lane.counters).unwrap_or_default(),
+            Some(source) => self.counters_of(source),
         }
+    }
+
+    /// Counters of one source as this viewer saw it (zero if never seen).
+    pub fn counters_of(&self, source: &LogSource) -> LogCounters {
+        self.by_source.get(source).map(|s| s.lane.counters).unwrap_or_default()
     }
 
     pub fn totals(&self) -> LogCounters {
@@ -450,6 +461,9 @@ impl LogView {
             let regex = if m.is_regex() { " (re)" } else { "" };
             parts.push(format!("/{pattern}{regex}"));
         }
+        if !self.compact {
+            parts.push("raw".to_owned());
+        }
         if self.wrap {
             parts.push("wrap".to_owned());
         }
@@ -472,7 +486,7 @@ impl LogView {
         if !self.is_following() {
             keys.push("F follow");
         }
-        keys.extend(["w wrap", "t time", "y copy", "o pager"]);
+        keys.extend(["w wrap", "t time", "c raw/compact", "y copy", "o pager"]);
         keys
     }
 
@@ -608,12 +622,13 @@ impl LogView {
     }
 
     fn jump_to_match(&mut self, direction: Direction, include_current: bool) {
+        let compact = self.compact;
         let Some(matcher) = self.search.take() else {
             self.say("no search: press / to search", false);
             return;
         };
         let found =
-            self.jump(direction, include_current, |e| matcher.is_match(&display_text(&e.line.text, usize::MAX)));
+            self.jump(direction, include_current, |e| matcher.is_match(&shown_text(&e.line.text, compact, usize::MAX)));
         if !found {
             let which = match direction {
                 Direction::Older => "older",
@@ -687,6 +702,7 @@ impl LogView {
             KeyCode::Char('E') if !ctrl => self.jump_to_error(Direction::Newer),
             KeyCode::Char('w') if !ctrl => self.wrap = !self.wrap,
             KeyCode::Char('t') if !ctrl => self.timestamps = !self.timestamps,
+            KeyCode::Char('c') if !ctrl => self.compact = !self.compact,
             KeyCode::Char('v') if !ctrl => {
                 self.set_level_filter(self.level_filter.raised());
                 self.say(format!("showing {}", self.level_filter.label()), false);
@@ -899,7 +915,7 @@ impl LogView {
             let Some(entry) = visible.get(i) else { break };
             let is_selected = focused && selected == Some(i);
             let style = RowStyle::new(&entry.line, theme);
-            let text = display_text(&entry.line.text, DISPLAY_BYTES);
+            let text = shown_text(&entry.line.text, self.compact, DISPLAY_BYTES);
             // Without colour, selection and matches are both reversed: underline matches there.
             let highlight = if is_selected && !theme.color {
                 Style::new().remove_modifier(Modifier::REVERSED).add_modifier(Modifier::UNDERLINED | Modifier::BOLD)
@@ -939,10 +955,12 @@ impl LogView {
     /// selected line.
     fn layout(&self, rows: usize, text_width: usize) -> (u64, usize, Option<u64>) {
         let visible = self.visible();
-        let wrap = self.wrap;
+        let (wrap, compact) = (self.wrap, self.compact);
         let rows_of = |i: u64| -> usize {
             match visible.get(i) {
-                Some(entry) if wrap => row_starts(&display_text(&entry.line.text, DISPLAY_BYTES), text_width).len(),
+                Some(entry) if wrap => {
+                    row_starts(&shown_text(&entry.line.text, compact, DISPLAY_BYTES), text_width).len()
+                }
                 _ => 1,
             }
         };
@@ -1297,6 +1315,19 @@ fn clean_into(raw: &str, out: &mut String) {
             c if c.is_control() => out.push('\u{fffd}'),
             c => out.push(c),
         }
+    }
+}
+
+/// What the pane shows of a line: [`display_text`], without the header that repeats the time
+/// and level columns when `compact`.
+fn shown_text(raw: &str, compact: bool, max_bytes: usize) -> Cow<'_, str> {
+    let text = display_text(raw, max_bytes);
+    let Some(header) = compact.then(|| redundant_header(&text)).flatten() else {
+        return text;
+    };
+    match text {
+        Cow::Borrowed(text) if header.start == 0 => Cow::Borrowed(&text[header.end..]),
+        text => Cow::Owned(format!("{}{}", &text[..header.start], &text[header.end..])),
     }
 }
 
@@ -1720,6 +1751,8 @@ mod tests {
     #[test]
     fn seed_merges_sources_by_time_and_resets() {
         let mut view = view_with_lines(5, 100);
+        view.set_source_filter(Some(model("shown")));
+        view.set_source_filter(None);
         let mut tail = BTreeMap::new();
         tail.insert(model("b"), vec![line(2, None, "b2"), line(4, None, "b4")]);
         tail.insert(model("a"), vec![line(1, None, "a1"), line(3, Some(Level::Error), "a3")]);
@@ -1730,6 +1763,11 @@ mod tests {
         assert_eq!(view.totals(), LogCounters { lines: 4, dropped: 0, errors: 1 });
         assert!(view.by_source.contains_key(&model("idle")), "known sources are pickable");
         assert!(!view.by_source.contains_key(&model("m")));
+        assert!(!view.by_source.contains_key(&model("shown")));
+        view.set_source_filter(Some(model("a")));
+        view.seed(&tail);
+        assert_eq!(view.source_filter(), Some(&model("a")), "the filter survives a resync");
+        assert_eq!(view.held(), 2);
     }
 
     #[test]
@@ -1742,6 +1780,29 @@ mod tests {
         view.set_level_filter(LevelFilter::Error);
         let terminal = draw(&mut view, 60, 4, true);
         assert!(row_text(&terminal, 0).ends_with("the one"));
+    }
+
+    #[test]
+    fn compact_hides_repeated_headers_and_c_shows_raw_lines() {
+        let mut view = demo_view();
+        view.set_source_filter(Some(model("qwen-7b")));
+        let terminal = draw(&mut view, 80, 3, true);
+        assert_eq!(row_text(&terminal, 1), "14:02:09 DEBUG running: 2 waiting: 0");
+        view.handle_key(ch('c'));
+        assert_eq!(view.title_suffix(), "qwen-7b · follow · raw");
+        let terminal = draw(&mut view, 80, 3, true);
+        assert_eq!(
+            row_text(&terminal, 1),
+            "14:02:09 DEBUG DEBUG 11-23 14:02:09 [scheduler.py:7] running: 2 waiting: 0"
+        );
+        // Search looks at what is shown.
+        for c in "/scheduler.py\n".chars() {
+            view.handle_key(if c == '\n' { key(KeyCode::Enter) } else { ch(c) });
+        }
+        assert!(view.selected_text().is_some_and(|t| t.contains("scheduler.py")));
+        view.handle_key(ch('c'));
+        view.handle_key(ch('n'));
+        assert!(view.message.as_ref().is_some_and(|m| m.text.starts_with("no older match")));
     }
 
     #[test]

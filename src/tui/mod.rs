@@ -140,10 +140,10 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
                     app.on_event(&event);
                     dirty = true;
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Err(broadcast::error::RecvError::Lagged(_)) => {
                     sub = engine.subscribe();
                     events = sub.events;
-                    app.resync(sub.snapshot, missed);
+                    app.resync(sub.snapshot);
                     dirty = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(Exit::EngineGone),

@@ -8,10 +8,10 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
 
 use super::app::{App, Overlay};
-use super::keymap::{BINDINGS, LOG_KEYS, Pane, footer_hints};
+use super::keymap::{BINDINGS, GLOBAL_HINTS, LOG_KEYS, Pane, list_hints};
 use super::theme::Theme;
 use super::{gpus_pane, models_pane, tests_pane};
 use crate::engine::{Severity, ShopperHealth};
@@ -153,7 +153,9 @@ fn draw_footer(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx) {
     // Whole hints only: a cut-off hint is worse than a missing one.
     let mut spans = Vec::new();
     let mut used = 0usize;
-    for hint in footer_hints(app.focus) {
+    let mut hints = if app.focus == Pane::Logs { app.logs.footer_keys() } else { list_hints(app.focus) };
+    hints.extend(GLOBAL_HINTS);
+    for hint in hints {
         let (key, word) = hint.split_once(' ').unwrap_or((hint, ""));
         let sep = if spans.is_empty() { " " } else { " · " };
         let len = sep.chars().count() + hint.chars().count();
