@@ -68,19 +68,40 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<Prompt>, String> {
 /// The answer contains the expected words as whole words, in order, ignoring case and
 /// punctuation: `4` matches "The answer is 4." but not "14".
 pub fn answer_matches(answer: &str, expected: &str) -> bool {
-    let want = words(expected);
-    if want.is_empty() {
-        return true;
-    }
-    let got = words(answer);
-    got.windows(want.len()).any(|w| w == want.as_slice())
+    Expected::new(expected).is_in(answer)
 }
 
-fn words(text: &str) -> Vec<String> {
+/// An expected answer prepared once (its words, lowercased), checked against many answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    words: Vec<String>,
+}
+
+impl Expected {
+    pub fn new(expected: &str) -> Self {
+        Self {
+            words: words(expected).map(str::to_lowercase).collect(),
+        }
+    }
+
+    /// See [`answer_matches`].
+    pub fn is_in(&self, answer: &str) -> bool {
+        if self.words.is_empty() {
+            return true;
+        }
+        let got: Vec<&str> = words(answer).collect();
+        got.windows(self.words.len()).any(|window| {
+            window
+                .iter()
+                .zip(&self.words)
+                .all(|(word, want)| word.chars().flat_map(char::to_lowercase).eq(want.chars()))
+        })
+    }
+}
+
+fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::answer::{self, Usage};
 use super::outcome::{Failure, Outcome, error_chain};
-use super::prompts::answer_matches;
+use super::prompts::Expected;
 use super::{Endpoint, Timeouts};
 
 /// A non-streaming answer larger than this is refused as malformed (bounded buffers).
@@ -80,7 +80,7 @@ impl Requester {
     pub async fn execute(
         &self,
         body: Bytes,
-        expected: Option<&str>,
+        expected: Option<&Expected>,
         cancel: &CancellationToken,
     ) -> RequestRecord {
         let clock = Clock::start(&self.timeouts);
@@ -101,7 +101,7 @@ impl Requester {
         record.itl = tally.itl;
         match result {
             Ok(()) => {
-                record.answer_matched = expected.map(|e| answer_matches(&tally.answer, e));
+                record.answer_matched = expected.map(|e| e.is_in(&tally.answer));
             }
             Err(failure) => {
                 record.outcome = failure.outcome;
@@ -120,7 +120,7 @@ impl Requester {
         let mut request = self
             .client
             .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body);
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
@@ -136,7 +136,7 @@ impl Requester {
         }
         let content_type = content_type(&response);
         if self.stream {
-            if !content_type.starts_with("text/event-stream") {
+            if !is_event_stream(content_type) {
                 return Err(Failure::malformed(format!(
                     "expected an event stream, got content type `{content_type}`"
                 )));
@@ -144,12 +144,12 @@ impl Requester {
             let events = response.bytes_stream().eventsource();
             read_events(events, self.endpoint, clock, tally).await
         } else {
-            if !is_json(&content_type) {
+            if !is_json(content_type) {
                 return Err(Failure::malformed(format!(
                     "expected JSON, got content type `{content_type}`"
                 )));
             }
-            let body = read_body(response.bytes_stream(), MAX_BODY_BYTES, clock).await?;
+            let body = read_body(response, MAX_BODY_BYTES, clock).await?;
             tally.finished_at = Some(Instant::now());
             let full = answer::parse_full(&body, self.endpoint)?;
             tally.answer = truncate_chars(full.answer, MAX_ANSWER_CHARS);
@@ -160,19 +160,30 @@ impl Requester {
     }
 }
 
-fn content_type(response: &reqwest::Response) -> String {
+fn content_type(response: &reqwest::Response) -> &str {
     response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase()
+}
+
+/// The media type without parameters (`application/json; charset=utf-8` → `application/json`).
+fn essence(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
 }
 
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence == "application/json" || essence.ends_with("+json")
+    let essence = essence(content_type);
+    essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .get(essence.len().saturating_sub(5)..)
+            .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"))
+}
+
+fn is_event_stream(content_type: &str) -> bool {
+    essence(content_type).eq_ignore_ascii_case("text/event-stream")
 }
 
 /// A non-2xx response: classified by status; the body only supplies the message.
@@ -184,7 +195,7 @@ async fn error_status(response: reqwest::Response, clock: &Clock<'_>) -> Failure
         .get(reqwest::header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let detail = match read_body(response.bytes_stream(), MAX_ERROR_BODY_BYTES, clock).await {
+    let detail = match read_body(response, MAX_ERROR_BODY_BYTES, clock).await {
         Ok(body) => answer::error_body_message(&body),
         Err(f) if f.outcome == Outcome::Cancelled => return f,
         Err(f) => format!("(body unreadable: {})", f.message),
@@ -304,32 +315,54 @@ async fn drain<S: Stream + Unpin>(events: &mut S, clock: &Clock<'_>) {
 }
 
 /// Reads a whole body chunk by chunk, each gap bounded by the idle timeout.
-async fn read_body<S>(mut body: S, limit: usize, clock: &Clock<'_>) -> Result<Vec<u8>, Failure>
-where
-    S: Stream<Item = Result<Bytes, reqwest::Error>> + Unpin,
-{
-    let mut buf = Vec::new();
+async fn read_body(
+    mut response: reqwest::Response,
+    limit: usize,
+    clock: &Clock<'_>,
+) -> Result<Bytes, Failure> {
+    let too_large = || Failure::malformed(format!("the body is larger than {limit} bytes"));
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
     let mut since = Instant::now();
     loop {
-        match clock.within(Phase::Idle(since), body.next()).await? {
-            None => return Ok(buf),
-            Some(Err(e)) => {
-                return Err(Failure::new(
+        let chunk = clock
+            .within(Phase::Idle(since), response.chunk())
+            .await?
+            .map_err(|e| {
+                Failure::new(
                     Outcome::ConnectionError,
                     format!("the body broke off: {}", error_chain(&e)),
-                ));
-            }
-            Some(Ok(chunk)) => {
-                if buf.len() + chunk.len() > limit {
-                    return Err(Failure::malformed(format!(
-                        "the body is larger than {limit} bytes"
-                    )));
+                )
+            })?;
+        let Some(chunk) = chunk else { break };
+        since = Instant::now();
+        // Most answers arrive in one chunk: keep it without copying.
+        match &first {
+            None => first = Some(chunk),
+            Some(head) => {
+                if rest.is_empty() {
+                    rest.extend_from_slice(head);
                 }
-                buf.extend_from_slice(&chunk);
-                since = Instant::now();
+                rest.extend_from_slice(&chunk);
             }
         }
+        let size = if rest.is_empty() {
+            first.as_ref().map_or(0, Bytes::len)
+        } else {
+            rest.len()
+        };
+        if size > limit {
+            return Err(too_large());
+        }
     }
+    Ok(if rest.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        Bytes::from(rest)
+    })
 }
 
 fn truncate_chars(mut s: String, max_bytes: usize) -> String {
@@ -452,7 +485,7 @@ pub async fn list_models(
         if !response.status().is_success() {
             return Err(error_status(response, &clock).await);
         }
-        read_body(response.bytes_stream(), MAX_BODY_BYTES, &clock).await
+        read_body(response, MAX_BODY_BYTES, &clock).await
     };
     let body = or_cancelled(cancel, fetch).await?;
     let models: Models = serde_json::from_slice(&body).map_err(|e| {
@@ -631,7 +664,11 @@ mod tests {
         assert!(is_json("application/json"));
         assert!(is_json("application/json; charset=utf-8"));
         assert!(is_json("application/problem+json"));
+        assert!(is_json("Application/JSON"));
         assert!(!is_json("text/html"));
         assert!(!is_json(""));
+        assert!(is_event_stream("text/event-stream; charset=utf-8"));
+        assert!(is_event_stream("Text/Event-Stream"));
+        assert!(!is_event_stream("text/plain"));
     }
 }

@@ -61,7 +61,7 @@ pub async fn run(
         .iter()
         .map(|p| Work {
             body: request_body(&opts, &model, p),
-            expected: p.expected.clone(),
+            expected: p.expected.as_deref().map(prompts::Expected::new),
         })
         .collect();
     let url = reqwest::Url::parse(&format!("{base_url}{}", opts.endpoint.path()))
@@ -294,7 +294,7 @@ fn request_body(opts: &ProbeOptions, model: &str, prompt: &Prompt) -> Bytes {
 
 struct Work {
     body: Bytes,
-    expected: Option<String>,
+    expected: Option<prompts::Expected>,
 }
 
 /// The load shape, shared by every lane.
@@ -475,7 +475,7 @@ impl Lane {
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
         let record = self
             .requester
-            .execute(work.body.clone(), work.expected.as_deref(), &self.cancel)
+            .execute(work.body.clone(), work.expected.as_ref(), &self.cancel)
             .await;
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.shared.finish(&record);

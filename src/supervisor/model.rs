@@ -237,6 +237,7 @@ impl ModelTask {
             env: self.cfg.env.clone(),
             cwd: self.cfg.cwd.clone(),
             run_id: self.shared.run_id.clone(),
+            model_id: self.cfg.id.clone(),
         };
         let spawned = match self.shared.spawner.spawn(spec).await {
             Ok(s) => s,

@@ -25,6 +25,8 @@ pub struct SpawnSpec {
     pub env: BTreeMap<String, String>,
     pub cwd: Option<PathBuf>,
     pub run_id: String,
+    /// Set as `LLMDECK_MODEL_ID`, so `llmdeck gpus` can name the model holding GPU memory.
+    pub model_id: String,
 }
 
 /// A started process group: its leader's PID (= the group id) and its output pipes. The exit
@@ -71,6 +73,7 @@ fn spawn_group(spec: SpawnSpec) -> io::Result<Spawned> {
         c.args(&spec.args)
             .envs(&spec.env)
             .env(RUN_ID_ENV, &spec.run_id)
+            .env(crate::gpu::cli::MODEL_ID_ENV, &spec.model_id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -6,6 +6,8 @@
  *
  *   scenario=two|one|eight|na|lost|hang   (default two)
  *   process_pid=<pid>    PID reported as GPU 0's compute process (default 4242)
+ *   process_pid_file=<path>  read that PID from this file at every call instead (when it holds
+ *                        one), for a process started after the library was loaded
  *   hang_fn=<symbol>     function that hangs in the hang scenario (default nvmlDeviceGetPowerUsage)
  *   hang_after=<n>       calls of hang_fn that answer before one hangs (default 2)
  *   hang_ms=<ms>         how long the hung call sleeps (default one hour)
@@ -108,6 +110,7 @@ static struct fake_device devices[MAX_GPUS];
 static int initialized;
 static enum scenario scenario = SC_TWO;
 static unsigned process_pid = 4242;
+static char process_pid_file[4096];
 static char hang_fn[128] = "nvmlDeviceGetPowerUsage";
 static long hang_after = 2;
 static long hang_ms = 3600L * 1000L;
@@ -183,6 +186,8 @@ static void set_option(const char *key, const char *value) {
         else if (strcmp(value, "hang") == 0) scenario = SC_HANG;
     } else if (strcmp(key, "process_pid") == 0) {
         process_pid = (unsigned)strtoul(value, NULL, 10);
+    } else if (strcmp(key, "process_pid_file") == 0) {
+        snprintf(process_pid_file, sizeof process_pid_file, "%s", value);
     } else if (strcmp(key, "hang_fn") == 0) {
         snprintf(hang_fn, sizeof hang_fn, "%s", value);
     } else if (strcmp(key, "hang_after") == 0) {
@@ -223,6 +228,7 @@ static int read_scenario_file(void) {
 static void read_scenario_env(void) {
     static const char *keys[][2] = {
         {"FAKE_NVML_SCENARIO", "scenario"},   {"FAKE_NVML_PROCESS_PID", "process_pid"},
+        {"FAKE_NVML_PROCESS_PID_FILE", "process_pid_file"},
         {"FAKE_NVML_HANG_FN", "hang_fn"},     {"FAKE_NVML_HANG_AFTER", "hang_after"},
         {"FAKE_NVML_HANG_MS", "hang_ms"},     {"FAKE_NVML_XID", "xid"},
     };
@@ -235,6 +241,7 @@ static void read_scenario_env(void) {
 static void load_scenario(void) {
     scenario = SC_TWO;
     process_pid = 4242;
+    process_pid_file[0] = 0;
     snprintf(hang_fn, sizeof hang_fn, "%s", "nvmlDeviceGetPowerUsage");
     hang_after = 2;
     hang_ms = 3600L * 1000L;
@@ -474,6 +481,16 @@ EXPORT nvmlReturn_t nvmlDeviceGetCurrentClocksThrottleReasons(nvmlDevice_t devic
 
 static unsigned process_count(unsigned i) { return i < 2 ? 1 : 0; }
 
+static unsigned gpu0_pid(void) {
+    if (process_pid_file[0] == 0) return process_pid;
+    FILE *f = fopen(process_pid_file, "r");
+    if (f == NULL) return process_pid;
+    unsigned pid = 0;
+    int got = fscanf(f, "%u", &pid);
+    fclose(f);
+    return got == 1 && pid > 0 ? pid : process_pid;
+}
+
 EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device,
                                                             unsigned int *count,
                                                             nvmlProcessInfo_t *infos) {
@@ -486,7 +503,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device,
     }
     *count = n;
     if (n == 0) return NVML_SUCCESS;
-    infos[0].pid = i == 0 ? process_pid : 5151;
+    infos[0].pid = i == 0 ? gpu0_pid() : 5151;
     infos[0].usedGpuMemory = i == 0 ? 6 * GIB : VALUE_NOT_AVAILABLE;
     infos[0].gpuInstanceId = 0xFFFFFFFFu;
     infos[0].computeInstanceId = 0xFFFFFFFFu;
