@@ -24,10 +24,7 @@ pub fn redact_args(args: &[String]) -> Vec<String> {
 
 fn is_secret_flag(flag: &str) -> bool {
     let f = flag.trim_start_matches('-').to_ascii_lowercase();
-    flag.starts_with('-')
-        && ["key", "token", "secret", "password", "passwd"]
-            .iter()
-            .any(|s| f.contains(s))
+    flag.starts_with('-') && ["key", "token", "secret", "password", "passwd"].iter().any(|s| f.contains(s))
 }
 
 /// `950ms`, `7s`, `2m05s`, `3h12m`.
@@ -43,10 +40,7 @@ pub fn fmt_duration_ms(ms: u64) -> String {
 
 /// This machine's host name, or `localhost`.
 pub fn hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
 }
 
 /// Parses a command-line duration: plain seconds (`1`, `0.5`) or with a unit (`500ms`, `2m`).
@@ -56,13 +50,10 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         if secs.is_finite() && secs >= 0.0 {
             return Ok(std::time::Duration::from_secs_f64(secs));
         }
-        return Err(format!(
-            "`{s}` is not a valid duration (a non-negative number of seconds)"
-        ));
+        return Err(format!("`{s}` is not a valid duration (a non-negative number of seconds)"));
     }
-    humantime::parse_duration(s).map_err(|e| {
-        format!("`{s}` is not a valid duration ({e}); try `1`, `0.5`, `500ms` or `2m`")
-    })
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a valid duration ({e}); try `1`, `0.5`, `500ms` or `2m`"))
 }
 
 #[cfg(test)]
@@ -71,30 +62,11 @@ mod tests {
 
     #[test]
     fn redacts_secret_flags_in_both_forms() {
-        let args: Vec<String> = [
-            "serve",
-            "m",
-            "--api-key",
-            "sk-1",
-            "--token=abc",
-            "--port",
-            "8001",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            redact_args(&args),
-            [
-                "serve",
-                "m",
-                "--api-key",
-                "***",
-                "--token=***",
-                "--port",
-                "8001"
-            ]
-        );
+        let args: Vec<String> = ["serve", "m", "--api-key", "sk-1", "--token=abc", "--port", "8001"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(redact_args(&args), ["serve", "m", "--api-key", "***", "--token=***", "--port", "8001"]);
     }
 
     #[test]
@@ -107,22 +79,10 @@ mod tests {
 
     #[test]
     fn durations_parse_plain_and_with_units() {
-        assert_eq!(
-            parse_duration("1").unwrap(),
-            std::time::Duration::from_secs(1)
-        );
-        assert_eq!(
-            parse_duration("0.5").unwrap(),
-            std::time::Duration::from_millis(500)
-        );
-        assert_eq!(
-            parse_duration("500ms").unwrap(),
-            std::time::Duration::from_millis(500)
-        );
-        assert_eq!(
-            parse_duration("2m").unwrap(),
-            std::time::Duration::from_secs(120)
-        );
+        assert_eq!(parse_duration("1").unwrap(), std::time::Duration::from_secs(1));
+        assert_eq!(parse_duration("0.5").unwrap(), std::time::Duration::from_millis(500));
+        assert_eq!(parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), std::time::Duration::from_secs(120));
         assert!(parse_duration("soon").is_err());
     }
 }

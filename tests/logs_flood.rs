@@ -62,7 +62,9 @@ fn a_two_million_line_flood_is_kept_in_order_in_bounded_memory_while_keys_work()
     t.keys(&["Escape"]);
 
     // The finite flood ends (its model stops with exit 0) while the endless one goes on.
-    t.wait_for("the flood model to stop", Duration::from_secs(120), |s| s.lines().any(|l| l.contains("flood ") && l.contains("stopped")));
+    t.wait_for("the flood model to stop", Duration::from_secs(120), |s| {
+        s.lines().any(|l| l.contains("flood ") && l.contains("stopped"))
+    });
     let hwm_mib = vm_hwm_kib(pid) / 1024;
     assert!(hwm_mib < 150, "llmdeck's peak resident memory was {hwm_mib} MiB");
 

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use color_eyre::eyre::{Result, WrapErr, bail, eyre};
 use llmdeck::probe::{
-    self, Endpoint, Outcome, ProbeError, ProbeOptions, ProbeProgress, ProbeReport, Prompt, Stop,
-    Timeouts,
+    self, Endpoint, Outcome, ProbeError, ProbeOptions, ProbeProgress, ProbeReport, Prompt, Stop, Timeouts,
 };
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -65,11 +64,7 @@ impl Mock {
         .wrap_err("mock-llm did not print its readiness line in time")??;
         // Keep the pipe drained so the server never blocks on its own logging.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Mock {
-            _child: child,
-            base,
-            http: reqwest::Client::new(),
-        })
+        Ok(Mock { _child: child, base, http: reqwest::Client::new() })
     }
 
     async fn stats(&self) -> Result<Value> {
@@ -184,27 +179,16 @@ async fn error_mixes_are_counted_exactly() -> Result<()> {
         let report = run(opts).await?;
         let after = mock.stats().await?;
         let served = |status: &str| {
-            count(&after, "/v1/chat/completions", status)
-                - count(&before, "/v1/chat/completions", status)
+            count(&after, "/v1/chat/completions", status) - count(&before, "/v1/chat/completions", status)
         };
         assert_eq!(report.requests, 90);
         assert_eq!(report.count(Outcome::Success), served("200"));
         assert_eq!(report.count(Outcome::RateLimited), served("429"));
-        assert_eq!(
-            report.count(Outcome::ServerError),
-            served("500") + served("503")
-        );
+        assert_eq!(report.count(Outcome::ServerError), served("500") + served("503"));
         assert!(served("429") > 0 && served("500") > 0 && served("503") > 0);
         let other: u64 = Outcome::ALL
             .iter()
-            .filter(|o| {
-                ![
-                    Outcome::Success,
-                    Outcome::RateLimited,
-                    Outcome::ServerError,
-                ]
-                .contains(o)
-            })
+            .filter(|o| ![Outcome::Success, Outcome::RateLimited, Outcome::ServerError].contains(o))
             .map(|o| report.count(*o))
             .sum();
         assert_eq!(other, 0, "{report:#?}");
@@ -221,15 +205,7 @@ async fn error_mixes_are_counted_exactly() -> Result<()> {
 #[tokio::test]
 async fn overload_statuses_after_a_stall_are_server_errors() -> Result<()> {
     // 529 (capacity) and a 504 that arrives after a delay: server errors, not timeouts.
-    let mock = Mock::start(&[
-        "--error-rate",
-        "1",
-        "--error-mix",
-        "504:1,529:1",
-        "--latency-ms",
-        "150",
-    ])
-    .await?;
+    let mock = Mock::start(&["--error-rate", "1", "--error-mix", "504:1,529:1", "--latency-ms", "150"]).await?;
     let report = run(options(&mock.base, 8, true)).await?;
     assert_all(&report, Outcome::ServerError, 8);
     Ok(())
@@ -322,8 +298,7 @@ async fn streaming_ttft_is_below_total_latency() -> Result<()> {
     let ttft = report.ttft_ms;
     let latency = report.latency_ms;
     let itl = report.itl_ms;
-    let (Some(ttft_max), Some(latency_p50), Some(ttft_p50)) = (ttft.max, latency.p50, ttft.p50)
-    else {
+    let (Some(ttft_max), Some(latency_p50), Some(ttft_p50)) = (ttft.max, latency.p50, ttft.p50) else {
         bail!("missing percentiles: {report:#?}");
     };
     assert!(ttft_p50 >= 60.0, "TTFT includes the server's latency: {ttft:?}");
@@ -346,12 +321,10 @@ async fn cancellation_closes_the_servers_streams_and_keeps_partial_results() -> 
     let (tx, mut rx) = mpsc::channel(16);
     let probe_run = tokio::spawn(run_with(opts, cancel.clone(), Some(tx)));
     // Wait until the server has all four streams open and the first tokens have arrived.
-    mock.wait_stats("4 streams in flight", |s| s["in_flight"] == 4)
-        .await?;
+    mock.wait_stats("4 streams in flight", |s| s["in_flight"] == 4).await?;
     loop {
-        let progress = tokio::time::timeout(RUN_TIMEOUT, rx.recv())
-            .await?
-            .ok_or_else(|| eyre!("progress ended early"))?;
+        let progress =
+            tokio::time::timeout(RUN_TIMEOUT, rx.recv()).await?.ok_or_else(|| eyre!("progress ended early"))?;
         if progress.in_flight == 4 && progress.elapsed_ms >= 500 {
             break;
         }
@@ -363,9 +336,7 @@ async fn cancellation_closes_the_servers_streams_and_keeps_partial_results() -> 
     assert!(report.extra.cancelled);
     assert_eq!(report.requests, 4, "{report:#?}");
     assert_eq!(report.count(Outcome::Cancelled), 4);
-    let stats = mock
-        .wait_stats("4 client disconnects", |s| s["client_disconnects"] == 4)
-        .await?;
+    let stats = mock.wait_stats("4 client disconnects", |s| s["client_disconnects"] == 4).await?;
     assert_eq!(stats["in_flight"], 0);
     assert_eq!(stats["completed_streams"], 0);
     // The last progress message says the run is over.
@@ -481,12 +452,7 @@ async fn a_full_accept_queue_is_a_connect_timeout() -> Result<()> {
     let _listener = socket.listen(0)?;
     let mut held = Vec::new();
     for _ in 0..16 {
-        match tokio::time::timeout(
-            Duration::from_millis(200),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        {
+        match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => held.push(stream),
             Ok(Err(e)) => bail!("connecting to the backlog listener: {e}"),
             Err(_) => break, // the queue is full
@@ -514,10 +480,8 @@ async fn wrong_content_types_unfinished_streams_and_redirects_are_malformed() ->
     use axum::http::{StatusCode, header};
     use axum::routing::post;
 
-    let html = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(|| async { ([(header::CONTENT_TYPE, "text/html")], "<html>hi</html>") }),
-    );
+    let html = axum::Router::new()
+        .route("/v1/chat/completions", post(|| async { ([(header::CONTENT_TYPE, "text/html")], "<html>hi</html>") }));
     let base = serve(html).await?;
     for stream in [true, false] {
         let report = run(options(&base, 2, stream)).await?;
@@ -529,10 +493,7 @@ async fn wrong_content_types_unfinished_streams_and_redirects_are_malformed() ->
     let unfinished = axum::Router::new().route(
         "/v1/chat/completions",
         post(|| async {
-            (
-                [(header::CONTENT_TYPE, "text/event-stream")],
-                "data: {\"choices\":[{\"delta\":{\"content\":\"4\"}}]}\n\n",
-            )
+            ([(header::CONTENT_TYPE, "text/event-stream")], "data: {\"choices\":[{\"delta\":{\"content\":\"4\"}}]}\n\n")
         }),
     );
     let base = serve(unfinished).await?;
@@ -657,20 +618,13 @@ async fn ctrl_c_prints_the_partial_report_and_exits_130() -> Result<()> {
         .spawn()?;
     let pid = child.id().ok_or_else(|| eyre!("no pid"))?;
     // Ready when the server has three completion streams open (the model listing is done).
-    mock.wait_stats("3 streams in flight", |s| {
-        s["in_flight"] == 3 && count(s, "/v1/models", "200") == 1
-    })
-    .await?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
-        nix::sys::signal::Signal::SIGINT,
-    )?;
+    mock.wait_stats("3 streams in flight", |s| s["in_flight"] == 3 && count(s, "/v1/models", "200") == 1).await?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(pid)?), nix::sys::signal::Signal::SIGINT)?;
     let out = tokio::time::timeout(Duration::from_secs(5), child.wait_with_output()).await??;
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     let json: Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(json["outcomes"]["cancelled"], 3);
     assert_eq!(json["requests"], 3);
-    mock.wait_stats("3 client disconnects", |s| s["client_disconnects"] == 3)
-        .await?;
+    mock.wait_stats("3 client disconnects", |s| s["client_disconnects"] == 3).await?;
     Ok(())
 }

@@ -15,18 +15,30 @@ fn is(model: &'static str, state: &'static str) -> impl Fn(&Value) -> bool {
 }
 
 fn pids_of(d: &Daemon, model: &str) -> Vec<u32> {
-    d.model_events(model).iter().filter(|v| v["state"] == "starting").filter_map(|v| v["pid"].as_u64()).map(|p| p as u32).collect()
+    d.model_events(model)
+        .iter()
+        .filter(|v| v["state"] == "starting")
+        .filter_map(|v| v["pid"].as_u64())
+        .map(|p| p as u32)
+        .collect()
 }
 
 #[test]
 fn restart_policies_backoff_and_oom_through_the_daemon() {
     let sb = Sandbox::new();
-    let policy = |p: &str, max: u32| format!("    restart: {{ policy: {p}, max_restarts: {max}, delay_s: 1, max_delay_s: 60 }}\n");
+    let policy = |p: &str, max: u32| {
+        format!("    restart: {{ policy: {p}, max_restarts: {max}, delay_s: 1, max_delay_s: 60 }}\n")
+    };
     let models = [
         mock_model("ready", free_port(), "", ""),
         mock_model("exit3", free_port(), ", --crash-after, \"0.3\", --exit-code, \"3\"", &policy("on-failure", 3)),
         mock_model("oom", free_port(), ", --oom-after, \"0.3\"", &policy("no", 3)),
-        mock_model("clean-on-failure", free_port(), ", --crash-after, \"0.3\", --exit-code, \"0\"", &policy("on-failure", 3)),
+        mock_model(
+            "clean-on-failure",
+            free_port(),
+            ", --crash-after, \"0.3\", --exit-code, \"0\"",
+            &policy("on-failure", 3),
+        ),
         mock_model("clean-always", free_port(), ", --crash-after, \"0.3\", --exit-code, \"0\"", &policy("always", 1)),
     ];
     let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{}", models.join("")));
@@ -34,15 +46,26 @@ fn restart_policies_backoff_and_oom_through_the_daemon() {
 
     // (a) starts and becomes ready.
     let ready = d.wait_for("ready to be ready", LONG, is("ready", "ready"));
-    assert!(ready["ts"].as_str().is_some_and(|ts| chrono::DateTime::parse_from_rfc3339(ts).is_ok()), "ts is RFC 3339: {ready}");
+    assert!(
+        ready["ts"].as_str().is_some_and(|ts| chrono::DateTime::parse_from_rfc3339(ts).is_ok()),
+        "ts is RFC 3339: {ready}"
+    );
 
     // (b) exit 3 under on-failure, max 3, delay 1 s: backoff 1000, 2000, 4000 ms, then failed.
     let failed = d.wait_for("exit3 to fail", LONG, is("exit3", "failed"));
-    let backoffs: Vec<u64> =
-        d.model_events("exit3").iter().filter(|v| v["state"] == "backoff").filter_map(|v| v["delay_ms"].as_u64()).collect();
+    let backoffs: Vec<u64> = d
+        .model_events("exit3")
+        .iter()
+        .filter(|v| v["state"] == "backoff")
+        .filter_map(|v| v["delay_ms"].as_u64())
+        .collect();
     assert_eq!(backoffs, [1000, 2000, 4000], "states: {:?}", d.states_of("exit3"));
-    let attempts: Vec<u64> =
-        d.model_events("exit3").iter().filter(|v| v["state"] == "backoff").filter_map(|v| v["attempt"].as_u64()).collect();
+    let attempts: Vec<u64> = d
+        .model_events("exit3")
+        .iter()
+        .filter(|v| v["state"] == "backoff")
+        .filter_map(|v| v["attempt"].as_u64())
+        .collect();
     assert_eq!(attempts, [1, 2, 3]);
     let crashes: Vec<&Value> = d.model_events("exit3").into_iter().filter(|v| v["state"] == "crashed").collect();
     assert_eq!(crashes.len(), 4);
@@ -76,7 +99,8 @@ fn restart_policies_backoff_and_oom_through_the_daemon() {
     let status = d.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "daemon exit: {status:?}");
     d.wait_for("ready to be stopped", Duration::from_secs(1), is("ready", "stopped"));
-    let all_pids: Vec<u32> = ["ready", "exit3", "oom", "clean-on-failure", "clean-always"].iter().flat_map(|m| pids_of(&d, m)).collect();
+    let all_pids: Vec<u32> =
+        ["ready", "exit3", "oom", "clean-on-failure", "clean-always"].iter().flat_map(|m| pids_of(&d, m)).collect();
     for pid in all_pids {
         assert!(wait_gone(pid, Duration::from_secs(2)), "model process {pid} outlived the daemon");
     }

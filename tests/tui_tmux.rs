@@ -60,7 +60,11 @@ fn without_a_config_llmdeck_says_where_it_looked() {
 /// The process running in the pane's shell (the shell's only child).
 fn child_of(pid: u32) -> u32 {
     let out = std::process::Command::new("pgrep").arg("-P").arg(pid.to_string()).output().expect("pgrep");
-    String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.trim().parse().ok()).expect("llmdeck runs in the pane")
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("llmdeck runs in the pane")
 }
 
 #[test]

@@ -61,12 +61,23 @@ fn init_tracing(state_dir: &Path) -> Result<tracing_appender::non_blocking::Work
     let filter = tracing_subscriber::EnvFilter::try_from_env("LLMDECK_LOG").unwrap_or_else(|_| "info".into());
     let file_layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false);
     // A second init (tests running several commands in one process) is harmless.
-    let _ = tracing_subscriber::registry().with(filter).with(file_layer).with(crate::logs::app_layer::AppLogLayer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(file_layer)
+        .with(crate::logs::app_layer::AppLogLayer)
+        .try_init();
     Ok(guard)
 }
 
-fn engine_options(config: Config, paths: config::Paths, config_path: Option<PathBuf>, gpu_backend: Option<GpuBackend>) -> Result<EngineOptions> {
-    paths.create_dirs().wrap_err_with(|| format!("creating llmdeck's directories under {}", paths.state_dir.display()))?;
+fn engine_options(
+    config: Config,
+    paths: config::Paths,
+    config_path: Option<PathBuf>,
+    gpu_backend: Option<GpuBackend>,
+) -> Result<EngineOptions> {
+    paths
+        .create_dirs()
+        .wrap_err_with(|| format!("creating llmdeck's directories under {}", paths.state_dir.display()))?;
     Ok(EngineOptions { log_dir: paths.log_dir, state_dir: paths.state_dir, config, config_path, gpu_backend })
 }
 
@@ -115,7 +126,10 @@ async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result
 
 /// `llmdeck demo`: the TUI on the embedded demo, in a temporary directory.
 pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
-    let dir = tempfile::Builder::new().prefix("llmdeck-demo-").tempdir().wrap_err("creating the demo's temporary directory")?;
+    let dir = tempfile::Builder::new()
+        .prefix("llmdeck-demo-")
+        .tempdir()
+        .wrap_err("creating the demo's temporary directory")?;
     let text = demo_config_text(dir.path())?;
     let config = match config::load_str(&text, "embedded demo config (assets/demo.yaml)") {
         Ok(c) => c,
@@ -138,7 +152,9 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
 /// The demo config with this binary's path, free loopback ports and the temp dir filled in.
 pub fn demo_config_text(dir: &Path) -> Result<String> {
     let exe = std::env::current_exe().wrap_err("finding the llmdeck executable for the demo's mock models")?;
-    let mut text = DEMO_CONFIG.replace("${LLMDECK_EXE}", &exe.display().to_string()).replace("${DEMO_DIR}", &dir.display().to_string());
+    let mut text = DEMO_CONFIG
+        .replace("${LLMDECK_EXE}", &exe.display().to_string())
+        .replace("${DEMO_DIR}", &dir.display().to_string());
     for n in 1..=4 {
         let placeholder = format!("${{DEMO_PORT_{n}}}");
         if text.contains(&placeholder) {

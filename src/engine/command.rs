@@ -32,8 +32,6 @@ pub struct CommandError {
 
 impl CommandError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
+        Self { message: message.into() }
     }
 }

@@ -43,30 +43,19 @@ struct Inner {
 impl Hub {
     pub(super) fn new(state: State, _ring_lines: usize) -> Self {
         let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-        Self {
-            inner: Mutex::new(Inner {
-                state,
-                tails: BTreeMap::new(),
-            }),
-            fanout,
-        }
+        Self { inner: Mutex::new(Inner { state, tails: BTreeMap::new() }), fanout }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while reducing would be a bug in the reducer; the state is still usable.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn publish(&self, event: Event) {
         let mut inner = self.lock();
         inner.state.apply(&event);
         if let Event::Log(batch) = &event {
-            let tail = inner
-                .tails
-                .entry(batch.source.clone())
-                .or_insert_with(|| Ring::new(LOG_TAIL_LINES));
+            let tail = inner.tails.entry(batch.source.clone()).or_insert_with(|| Ring::new(LOG_TAIL_LINES));
             let skip = batch.lines.len().saturating_sub(LOG_TAIL_LINES);
             for line in &batch.lines[skip..] {
                 tail.push(line.clone());
@@ -82,21 +71,14 @@ impl Hub {
 
     pub(super) fn subscribe(&self) -> Subscription {
         let inner = self.lock();
-        Subscription {
-            snapshot: snapshot_of(&inner),
-            events: self.fanout.subscribe(),
-        }
+        Subscription { snapshot: snapshot_of(&inner), events: self.fanout.subscribe() }
     }
 }
 
 fn snapshot_of(inner: &Inner) -> Snapshot {
     Snapshot {
         state: inner.state.clone(),
-        log_tail: inner
-            .tails
-            .iter()
-            .map(|(k, ring)| (k.clone(), ring.iter().cloned().collect()))
-            .collect(),
+        log_tail: inner.tails.iter().map(|(k, ring)| (k.clone(), ring.iter().cloned().collect())).collect(),
     }
 }
 

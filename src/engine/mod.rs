@@ -60,9 +60,7 @@ impl EngineHandle {
             .send(CommandRequest { command, reply })
             .await
             .map_err(|_| CommandError::new("the engine has stopped"))?;
-        answer
-            .await
-            .map_err(|_| CommandError::new("the engine stopped before answering"))?
+        answer.await.map_err(|_| CommandError::new("the engine stopped before answering"))?
     }
 
     /// The current state plus every event after it, with no gap and no overlap.
@@ -101,10 +99,7 @@ impl Engine {
             &events,
             Event::Engine(EngineEvent {
                 ts: chrono::Utc::now(),
-                kind: EngineEventKind::Started {
-                    host,
-                    version: env!("CARGO_PKG_VERSION").into(),
-                },
+                kind: EngineEventKind::Started { host, version: env!("CARGO_PKG_VERSION").into() },
             }),
         )
         .await;
@@ -116,18 +111,8 @@ impl Engine {
         crate::gpu::spawn_sampler(&opts, events.clone(), processes, cancel.clone(), &mut tasks);
 
         let (commands, commands_rx) = mpsc::channel(64);
-        tasks.spawn(route_commands(
-            commands_rx,
-            supervisor.clone_handle(),
-            cancel.clone(),
-        ));
-        Ok(Engine {
-            handle: EngineHandle { commands, hub },
-            cancel,
-            supervisor,
-            tasks,
-            events,
-        })
+        tasks.spawn(route_commands(commands_rx, supervisor.clone_handle(), cancel.clone()));
+        Ok(Engine { handle: EngineHandle { commands, hub }, cancel, supervisor, tasks, events })
     }
 
     pub fn handle(&self) -> EngineHandle {
@@ -141,22 +126,13 @@ impl Engine {
             &self.events,
             Event::Engine(EngineEvent {
                 ts: chrono::Utc::now(),
-                kind: EngineEventKind::Stopping {
-                    reason: reason.into(),
-                },
+                kind: EngineEventKind::Stopping { reason: reason.into() },
             }),
         )
         .await;
         self.supervisor.shutdown().await;
         self.cancel.cancel();
-        emit(
-            &self.events,
-            Event::Engine(EngineEvent {
-                ts: chrono::Utc::now(),
-                kind: EngineEventKind::Stopped,
-            }),
-        )
-        .await;
+        emit(&self.events, Event::Engine(EngineEvent { ts: chrono::Utc::now(), kind: EngineEventKind::Stopped })).await;
         drop(self.events);
         // The hub ends when every sender is gone; the router ends on cancel.
         drop(self.handle);
@@ -180,17 +156,15 @@ async fn route_commands(
             req = rx.recv() => match req { Some(r) => r, None => break },
         };
         let answer = match &req.command {
-            Command::StartModel { .. }
-            | Command::StopModel { .. }
-            | Command::RestartModel { .. } => supervisor.command(req.command.clone()).await,
+            Command::StartModel { .. } | Command::StopModel { .. } | Command::RestartModel { .. } => {
+                supervisor.command(req.command.clone()).await
+            }
         };
         let _ = req.reply.send(answer);
     }
     // Whatever is still queued gets an answer, not silence.
     rx.close();
     while let Ok(req) = rx.try_recv() {
-        let _ = req
-            .reply
-            .send(Err(CommandError::new("the engine is shutting down")));
+        let _ = req.reply.send(Err(CommandError::new("the engine is shutting down")));
     }
 }

@@ -186,26 +186,15 @@ impl State {
             models: config
                 .models
                 .iter()
-                .map(|m| ModelStatus {
-                    id: m.id.clone(),
-                    summary: ModelSummary::from_config(m),
-                    ..Default::default()
-                })
+                .map(|m| ModelStatus { id: m.id.clone(), summary: ModelSummary::from_config(m), ..Default::default() })
                 .collect(),
             gpus: GpuState::default(),
             tests: config
                 .tests
                 .iter()
-                .map(|t| TestStatus {
-                    name: t.name.clone(),
-                    kind: t.kind,
-                    model: t.model.clone(),
-                })
+                .map(|t| TestStatus { name: t.name.clone(), kind: t.kind, model: t.model.clone() })
                 .collect(),
-            shopper: ShopperStatus {
-                url: config.shopper.url.clone(),
-                health: ShopperHealth::Unknown,
-            },
+            shopper: ShopperStatus { url: config.shopper.url.clone(), health: ShopperHealth::Unknown },
             logs: BTreeMap::new(),
             alerts: VecDeque::new(),
         }
@@ -251,39 +240,21 @@ impl State {
                 if *attempt > 0 {
                     m.restarts += 1;
                 }
-                let detail = if *attempt > 0 {
-                    format!("pid {pid}, restart {attempt}")
-                } else {
-                    format!("pid {pid}")
-                };
+                let detail = if *attempt > 0 { format!("pid {pid}, restart {attempt}") } else { format!("pid {pid}") };
                 (ModelState::Starting, detail)
             }
             ModelChange::Ready { health, startup_ms } => {
                 m.health = *health;
                 m.reason = None;
-                (
-                    ModelState::Ready,
-                    format!("ready after {}", crate::util::fmt_duration_ms(*startup_ms)),
-                )
+                (ModelState::Ready, format!("ready after {}", crate::util::fmt_duration_ms(*startup_ms)))
             }
             ModelChange::Unhealthy { reason, .. } => {
                 m.reason = Some(reason.clone());
                 (ModelState::Unhealthy, reason.clone())
             }
-            ModelChange::Crashed {
-                exit_code,
-                signal,
-                oom,
-                oom_line,
-                reason,
-            } => {
+            ModelChange::Crashed { exit_code, signal, oom, oom_line, reason } => {
                 m.pid = None;
-                m.last_exit = Some(ExitInfo {
-                    ts: e.ts,
-                    exit_code: *exit_code,
-                    signal: *signal,
-                    oom: *oom,
-                });
+                m.last_exit = Some(ExitInfo { ts: e.ts, exit_code: *exit_code, signal: *signal, oom: *oom });
                 if *oom {
                     m.ooms += 1;
                     m.last_oom_line.clone_from(oom_line);
@@ -291,21 +262,11 @@ impl State {
                 m.reason = Some(reason.clone());
                 (ModelState::Crashed, reason.clone())
             }
-            ModelChange::Backoff {
-                attempt,
-                delay_ms,
-                reason,
-            } => {
+            ModelChange::Backoff { attempt, delay_ms, reason } => {
                 m.backoff_attempt = Some(*attempt);
                 m.backoff_delay_ms = Some(*delay_ms);
                 m.reason = Some(reason.clone());
-                (
-                    ModelState::Backoff,
-                    format!(
-                        "restart {attempt} in {}",
-                        crate::util::fmt_duration_ms(*delay_ms)
-                    ),
-                )
+                (ModelState::Backoff, format!("restart {attempt} in {}", crate::util::fmt_duration_ms(*delay_ms)))
             }
             ModelChange::Failed { reason } => {
                 m.pid = None;
@@ -322,15 +283,7 @@ impl State {
             }
         };
         m.state = state;
-        push_bounded(
-            &mut m.timeline,
-            TimelineEntry {
-                ts: e.ts,
-                state,
-                detail,
-            },
-            TIMELINE_LEN,
-        );
+        push_bounded(&mut m.timeline, TimelineEntry { ts: e.ts, state, detail }, TIMELINE_LEN);
     }
 
     fn apply_logs(&mut self, batch: &LogBatch) {
@@ -348,11 +301,7 @@ impl State {
         for m in &mut self.models {
             let mut total = None;
             for gpu in &self.gpus.gpus {
-                for p in gpu
-                    .processes
-                    .iter()
-                    .filter(|p| p.model.as_deref() == Some(m.id.as_str()))
-                {
+                for p in gpu.processes.iter().filter(|p| p.model.as_deref() == Some(m.id.as_str())) {
                     *total.get_or_insert(0) += p.used_memory_bytes.unwrap_or(0);
                 }
             }

@@ -35,7 +35,14 @@ impl<S: Subscriber> Layer<S> for AppLogLayer {
         let Some(sink) = SINK.get().and_then(|s| s.lock().ok()?.as_ref()?.upgrade()) else { return };
         let mut text = String::new();
         event.record(&mut MessageVisitor(&mut text));
-        let line = LogLine { ts: Utc::now(), stream: Stream::Internal, level: Some(level), text, truncated: false, oom: false };
+        let line = LogLine {
+            ts: Utc::now(),
+            stream: Stream::Internal,
+            level: Some(level),
+            text,
+            truncated: false,
+            oom: false,
+        };
         // Never wait: logging must not slow anything down.
         let _ = sink.try_send(Event::Log(LogBatch { source: LogSource::App, lines: vec![line], dropped_before: 0 }));
     }

@@ -9,13 +9,7 @@ use std::path::{Path, PathBuf};
 pub fn sanitize_file_stem(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
         .take(64)
         .collect();
     if out.is_empty() || out.starts_with('.') {
@@ -87,18 +81,10 @@ impl RotatingFile {
 }
 
 fn ignore_missing(e: io::Error) -> io::Result<()> {
-    if e.kind() == io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
+    if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
 }

@@ -59,9 +59,7 @@ impl TryFrom<String> for LogSource {
         } else if let Some(name) = s.strip_prefix("test:") {
             Ok(LogSource::Test(name.to_owned()))
         } else {
-            Err(format!(
-                "unknown log source `{s}` (expected model:<id>, test:<name> or llmdeck)"
-            ))
+            Err(format!("unknown log source `{s}` (expected model:<id>, test:<name> or llmdeck)"))
         }
     }
 }

@@ -80,79 +80,52 @@ struct StreamChoice {
 
 /// Parses a 2xx non-streaming body.
 pub fn parse_full(body: &[u8], endpoint: Endpoint) -> Result<FullAnswer, Failure> {
-    let parsed: Completion = serde_json::from_slice(body)
-        .map_err(|e| Failure::malformed(format!("the body is not valid JSON: {e}")))?;
+    let parsed: Completion =
+        serde_json::from_slice(body).map_err(|e| Failure::malformed(format!("the body is not valid JSON: {e}")))?;
     if let Some(error) = parsed.error {
         return Err(embedded_error(&error));
     }
-    let choices = parsed
-        .choices
-        .ok_or_else(|| Failure::malformed("the answer has no `choices`"))?;
-    let choice = choices
-        .into_iter()
-        .next()
-        .ok_or_else(|| Failure::malformed("the answer's `choices` is empty"))?;
+    let choices = parsed.choices.ok_or_else(|| Failure::malformed("the answer has no `choices`"))?;
+    let choice = choices.into_iter().next().ok_or_else(|| Failure::malformed("the answer's `choices` is empty"))?;
     let (answer, reasoning) = match endpoint {
         Endpoint::Chat => {
-            let message = choice
-                .message
-                .ok_or_else(|| Failure::malformed("the choice has no `message`"))?;
+            let message = choice.message.ok_or_else(|| Failure::malformed("the choice has no `message`"))?;
             // `content` may be null (e.g. a reasoning model cut off by max_tokens).
-            (
-                message.content.unwrap_or_default(),
-                message.reasoning_content.unwrap_or_default(),
-            )
+            (message.content.unwrap_or_default(), message.reasoning_content.unwrap_or_default())
         }
-        Endpoint::Completions => (
-            choice
-                .text
-                .ok_or_else(|| Failure::malformed("the choice has no `text`"))?,
-            String::new(),
-        ),
+        Endpoint::Completions => {
+            (choice.text.ok_or_else(|| Failure::malformed("the choice has no `text`"))?, String::new())
+        }
     };
-    Ok(FullAnswer {
-        generated: format!("{reasoning}{answer}"),
-        answer,
-        usage: parsed.usage,
-    })
+    Ok(FullAnswer { generated: format!("{reasoning}{answer}"), answer, usage: parsed.usage })
 }
 
 /// Parses the `data:` of one streamed event (not `[DONE]`).
 pub fn parse_chunk(data: &str, endpoint: Endpoint) -> Result<ChunkContent, Failure> {
-    let chunk: StreamChunk = serde_json::from_str(data)
-        .map_err(|e| Failure::malformed(format!("a stream chunk is not valid JSON: {e}")))?;
+    let chunk: StreamChunk =
+        serde_json::from_str(data).map_err(|e| Failure::malformed(format!("a stream chunk is not valid JSON: {e}")))?;
     if let Some(error) = chunk.error {
         return Err(embedded_error(&error));
     }
     let Some(choices) = chunk.choices else {
         if chunk.usage.is_some() {
-            return Ok(ChunkContent {
-                usage: chunk.usage,
-                ..ChunkContent::default()
-            });
+            return Ok(ChunkContent { usage: chunk.usage, ..ChunkContent::default() });
         }
         return Err(Failure::malformed("a stream chunk has no `choices`"));
     };
-    let mut content = ChunkContent {
-        usage: chunk.usage,
-        ..ChunkContent::default()
-    };
+    let mut content = ChunkContent { usage: chunk.usage, ..ChunkContent::default() };
     // A usage-only final chunk has `choices: []`.
     if let Some(choice) = choices.into_iter().next() {
         match endpoint {
             Endpoint::Chat => {
-                let delta = choice
-                    .delta
-                    .ok_or_else(|| Failure::malformed("a stream chunk's choice has no `delta`"))?;
+                let delta = choice.delta.ok_or_else(|| Failure::malformed("a stream chunk's choice has no `delta`"))?;
                 let answer = delta.content.unwrap_or_default();
                 let reasoning = delta.reasoning_content.unwrap_or_default();
                 content.text = format!("{reasoning}{answer}");
                 content.answer = answer;
             }
             Endpoint::Completions => {
-                let text = choice
-                    .text
-                    .ok_or_else(|| Failure::malformed("a stream chunk's choice has no `text`"))?;
+                let text = choice.text.ok_or_else(|| Failure::malformed("a stream chunk's choice has no `text`"))?;
                 content.text = text.clone();
                 content.answer = text;
             }
@@ -170,10 +143,7 @@ fn embedded_error(error: &serde_json::Value) -> Failure {
         .and_then(|c| u16::try_from(c).ok())
         .filter(|c| (400..=599).contains(c))
         .map_or(Outcome::ServerError, Outcome::of_status);
-    Failure::new(
-        outcome,
-        format!("error in the answer: {}", error_text(error).unwrap_or_default()),
-    )
+    Failure::new(outcome, format!("error in the answer: {}", error_text(error).unwrap_or_default()))
 }
 
 /// The human message of an error body: OpenAI's envelope, FastAPI's `detail`, or the text.
@@ -195,11 +165,9 @@ pub fn error_body_message(body: &[u8]) -> String {
 fn error_text(value: &serde_json::Value) -> Option<String> {
     match value {
         serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Object(map) => map
-            .get("message")
-            .and_then(|m| m.as_str())
-            .map(str::to_owned)
-            .or_else(|| Some(value.to_string())),
+        serde_json::Value::Object(map) => {
+            map.get("message").and_then(|m| m.as_str()).map(str::to_owned).or_else(|| Some(value.to_string()))
+        }
         serde_json::Value::Null => None,
         other => Some(other.to_string()),
     }
@@ -222,13 +190,7 @@ mod tests {
             "usage":{"prompt_tokens":12,"completion_tokens":2,"total_tokens":14}}"#;
         let a = parse_full(body, Endpoint::Chat).unwrap();
         assert_eq!(a.answer, "Paris");
-        assert_eq!(
-            a.usage,
-            Some(Usage {
-                prompt_tokens: Some(12),
-                completion_tokens: Some(2)
-            })
-        );
+        assert_eq!(a.usage, Some(Usage { prompt_tokens: Some(12), completion_tokens: Some(2) }));
     }
 
     #[test]
@@ -236,11 +198,8 @@ mod tests {
         let a = parse_full(br#"{"choices":[{"text":" 4"}]}"#, Endpoint::Completions).unwrap();
         assert_eq!(a.answer, " 4");
         assert_eq!(a.usage, None);
-        let b = parse_full(
-            br#"{"choices":[{"message":{"content":null,"reasoning_content":"hmm"}}]}"#,
-            Endpoint::Chat,
-        )
-        .unwrap();
+        let b = parse_full(br#"{"choices":[{"message":{"content":null,"reasoning_content":"hmm"}}]}"#, Endpoint::Chat)
+            .unwrap();
         assert_eq!(b.answer, "");
         assert_eq!(b.generated, "hmm");
     }
@@ -250,16 +209,10 @@ mod tests {
         assert!(malformed(parse_full(b"<html>", Endpoint::Chat)).contains("not valid JSON"));
         assert!(malformed(parse_full(br#"{"choices":[]}"#, Endpoint::Chat)).contains("empty"));
         assert!(malformed(parse_full(br#"{"id":"x"}"#, Endpoint::Chat)).contains("`choices`"));
+        assert!(malformed(parse_full(br#"{"choices":[{"text":"a"}]}"#, Endpoint::Chat)).contains("`message`"));
         assert!(
-            malformed(parse_full(br#"{"choices":[{"text":"a"}]}"#, Endpoint::Chat))
-                .contains("`message`")
-        );
-        assert!(
-            malformed(parse_full(
-                br#"{"choices":[{"message":{"content":"a"}}]}"#,
-                Endpoint::Completions
-            ))
-            .contains("`text`")
+            malformed(parse_full(br#"{"choices":[{"message":{"content":"a"}}]}"#, Endpoint::Completions))
+                .contains("`text`")
         );
         // Cut off mid-body.
         malformed(parse_full(br#"{"choices":[{"message":{"content":"Pa"#, Endpoint::Chat));
@@ -267,12 +220,10 @@ mod tests {
 
     #[test]
     fn an_error_object_in_a_200_is_classified_by_its_code() {
-        let f = parse_full(br#"{"error":{"message":"boom","code":503}}"#, Endpoint::Chat)
-            .unwrap_err();
+        let f = parse_full(br#"{"error":{"message":"boom","code":503}}"#, Endpoint::Chat).unwrap_err();
         assert_eq!(f.outcome, Outcome::ServerError);
         assert!(f.message.contains("boom"));
-        let f = parse_chunk(r#"{"error":{"message":"too long","code":400}}"#, Endpoint::Chat)
-            .unwrap_err();
+        let f = parse_chunk(r#"{"error":{"message":"too long","code":400}}"#, Endpoint::Chat).unwrap_err();
         assert_eq!(f.outcome, Outcome::ClientError);
         let f = parse_chunk(r#"{"error":"oops"}"#, Endpoint::Chat).unwrap_err();
         assert_eq!(f.outcome, Outcome::ServerError);
@@ -280,28 +231,19 @@ mod tests {
 
     #[test]
     fn stream_chunks_carry_text_and_usage() {
-        let role = parse_chunk(
-            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#,
-            Endpoint::Chat,
-        )
-        .unwrap();
+        let role =
+            parse_chunk(r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#, Endpoint::Chat)
+                .unwrap();
         assert_eq!(role, ChunkContent::default());
-        let token = parse_chunk(r#"{"choices":[{"delta":{"content":"Par"}}]}"#, Endpoint::Chat)
-            .unwrap();
+        let token = parse_chunk(r#"{"choices":[{"delta":{"content":"Par"}}]}"#, Endpoint::Chat).unwrap();
         assert_eq!(token.text, "Par");
         assert_eq!(token.answer, "Par");
-        let reasoning = parse_chunk(
-            r#"{"choices":[{"delta":{"reasoning_content":"think"}}]}"#,
-            Endpoint::Chat,
-        )
-        .unwrap();
+        let reasoning =
+            parse_chunk(r#"{"choices":[{"delta":{"reasoning_content":"think"}}]}"#, Endpoint::Chat).unwrap();
         assert_eq!(reasoning.text, "think");
         assert_eq!(reasoning.answer, "");
-        let usage = parse_chunk(
-            r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}"#,
-            Endpoint::Chat,
-        )
-        .unwrap();
+        let usage =
+            parse_chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}"#, Endpoint::Chat).unwrap();
         assert_eq!(usage.usage.and_then(|u| u.completion_tokens), Some(9));
         let text = parse_chunk(r#"{"choices":[{"text":"4"}]}"#, Endpoint::Completions).unwrap();
         assert_eq!(text.text, "4");
@@ -319,18 +261,9 @@ mod tests {
     fn error_bodies_yield_their_message() {
         let openai = br#"{"error":{"message":"Rate limit exceeded","type":"rate_limit_error","code":429}}"#;
         assert_eq!(error_body_message(openai), "Rate limit exceeded");
-        assert_eq!(
-            error_body_message(br#"{"detail":"Not Found"}"#),
-            "Not Found"
-        );
-        assert_eq!(
-            error_body_message(br#"{"object":"error","message":"bad model"}"#),
-            "bad model"
-        );
-        assert_eq!(
-            error_body_message(b"<html>\n  Bad   Gateway\n</html>"),
-            "<html> Bad Gateway </html>"
-        );
+        assert_eq!(error_body_message(br#"{"detail":"Not Found"}"#), "Not Found");
+        assert_eq!(error_body_message(br#"{"object":"error","message":"bad model"}"#), "bad model");
+        assert_eq!(error_body_message(b"<html>\n  Bad   Gateway\n</html>"), "<html> Bad Gateway </html>");
         assert_eq!(error_body_message(b""), "");
     }
 }

@@ -13,9 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::{Percentiles, ProbeProgress, ProbeReport};
-use super::{
-    ApiKey, Endpoint, Outcome, ProbeError, ProbeOptions, Stop, Timeouts, prompts,
-};
+use super::{ApiKey, Endpoint, Outcome, ProbeError, ProbeOptions, Stop, Timeouts, prompts};
 use crate::exit;
 
 /// Prompt files larger than this are refused.
@@ -174,11 +172,7 @@ pub async fn run(args: ProbeArgs) -> color_eyre::Result<ExitCode> {
         eprintln!("llmdeck probe: interrupted; the report covers the requests that finished");
         return Ok(exit::code(exit::CANCELLED));
     }
-    Ok(exit::code(if report.all_succeeded() {
-        exit::OK
-    } else {
-        exit::FAILED
-    }))
+    Ok(exit::code(if report.all_succeeded() { exit::OK } else { exit::FAILED }))
 }
 
 /// Turns the command line into options; errors are usage errors.
@@ -193,9 +187,7 @@ async fn options(args: &ProbeArgs) -> Result<ProbeOptions, String> {
     opts.stop = match (args.requests, args.duration) {
         (_, Some(d)) => Stop::Duration(d),
         (Some(n), None) => Stop::Requests(n),
-        (None, None) => Stop::Requests(u64::from(
-            crate::config::ProbeConfig::default().requests,
-        )),
+        (None, None) => Stop::Requests(u64::from(crate::config::ProbeConfig::default().requests)),
     };
     opts.timeouts = Timeouts {
         connect: args.timeout_connect,
@@ -218,18 +210,11 @@ async fn options(args: &ProbeArgs) -> Result<ProbeOptions, String> {
 
 async fn read_prompt_file(path: &std::path::Path) -> Result<Vec<prompts::Prompt>, String> {
     let shown = path.display();
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| format!("--prompt-file {shown}: {e}"))?;
+    let meta = tokio::fs::metadata(path).await.map_err(|e| format!("--prompt-file {shown}: {e}"))?;
     if meta.len() > MAX_PROMPT_FILE_BYTES {
-        return Err(format!(
-            "--prompt-file {shown}: larger than {} MiB",
-            MAX_PROMPT_FILE_BYTES >> 20
-        ));
+        return Err(format!("--prompt-file {shown}: larger than {} MiB", MAX_PROMPT_FILE_BYTES >> 20));
     }
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| format!("--prompt-file {shown}: {e}"))?;
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| format!("--prompt-file {shown}: {e}"))?;
     prompts::parse_jsonl(&text).map_err(|e| format!("--prompt-file {shown}: {e}"))
 }
 
@@ -254,33 +239,19 @@ pub fn progress_line(p: &ProbeProgress) -> String {
         None => format!("{} done", p.done),
     };
     let _ = write!(line, " · {} in flight", p.in_flight);
-    let counts: Vec<String> = p
-        .outcomes
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(o, n)| format!("{o} {n}"))
-        .collect();
+    let counts: Vec<String> = p.outcomes.iter().filter(|(_, n)| **n > 0).map(|(o, n)| format!("{o} {n}")).collect();
     if !counts.is_empty() {
         let _ = write!(line, " · {}", counts.join(", "));
     }
     if let Some(ttft) = p.ttft_p50_ms {
         let _ = write!(line, " · TTFT p50 {}", ms(ttft));
     }
-    let _ = write!(
-        line,
-        " · {:.0} tok/s · {:.1} s",
-        p.output_tokens_per_s,
-        p.elapsed_ms as f64 / 1000.0
-    );
+    let _ = write!(line, " · {:.0} tok/s · {:.1} s", p.output_tokens_per_s, p.elapsed_ms as f64 / 1000.0);
     line
 }
 
 fn ms(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0} ms")
-    } else {
-        format!("{v:.1} ms")
-    }
+    if v >= 100.0 { format!("{v:.0} ms") } else { format!("{v:.1} ms") }
 }
 
 /// The human report.
@@ -300,11 +271,7 @@ pub fn format_table(report: &ProbeReport, args: &ProbeArgs) -> String {
         report.duration_s,
         report.requests_per_s,
         report.output_tokens_per_s,
-        if report.extra.output_tokens_estimated {
-            " (some token counts estimated)"
-        } else {
-            ""
-        }
+        if report.extra.output_tokens_estimated { " (some token counts estimated)" } else { "" }
     );
     if let Some(rate) = report.expected_answer_rate {
         let _ = writeln!(
@@ -328,11 +295,8 @@ pub fn format_table(report: &ProbeReport, args: &ProbeArgs) -> String {
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "{:<22}{:>10}{:>10}{:>10}{:>10}{:>10}",
-        "successful requests", "p50", "p90", "p95", "p99", "max"
-    );
+    let _ =
+        writeln!(out, "{:<22}{:>10}{:>10}{:>10}{:>10}{:>10}", "successful requests", "p50", "p90", "p95", "p99", "max");
     for (name, p) in [
         ("latency", &report.latency_ms),
         ("time to first token", &report.ttft_ms),
@@ -354,14 +318,7 @@ pub fn format_table(report: &ProbeReport, args: &ProbeArgs) -> String {
 
 fn percentile_row(name: &str, p: &Percentiles) -> String {
     let cell = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), ms);
-    format!(
-        "{name:<22}{:>10}{:>10}{:>10}{:>10}{:>10}",
-        cell(p.p50),
-        cell(p.p90),
-        cell(p.p95),
-        cell(p.p99),
-        cell(p.max)
-    )
+    format!("{name:<22}{:>10}{:>10}{:>10}{:>10}{:>10}", cell(p.p50), cell(p.p90), cell(p.p95), cell(p.p99), cell(p.max))
 }
 
 #[cfg(test)]
@@ -435,12 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_key_variable_is_a_usage_error() {
-        let args = parse(&[
-            "http://h:1",
-            "--api-key-env",
-            "LLMDECK_TEST_SURELY_UNSET_VARIABLE",
-        ])
-        .unwrap();
+        let args = parse(&["http://h:1", "--api-key-env", "LLMDECK_TEST_SURELY_UNSET_VARIABLE"]).unwrap();
         let err = options(&args).await.unwrap_err();
         assert!(err.contains("LLMDECK_TEST_SURELY_UNSET_VARIABLE"), "{err}");
     }

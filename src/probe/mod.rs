@@ -157,11 +157,7 @@ pub enum ProbeError {
     #[error("building the HTTP client: {0}")]
     Client(String),
     #[error("could not list the models at {url} ({outcome}): {message}")]
-    Models {
-        url: String,
-        outcome: Outcome,
-        message: String,
-    },
+    Models { url: String, outcome: Outcome, message: String },
     #[error("{0}/v1/models lists no model; pass one with --model")]
     NoModels(String),
     #[error("cancelled before the first request")]

@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// What happened to one request. Classified by what happened on the wire first (a dropped
 /// connection, a broken body, a stall), then by HTTP status.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     #[default]
@@ -98,10 +96,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(outcome: Outcome, message: impl Into<String>) -> Self {
-        Self {
-            outcome,
-            message: message.into(),
-        }
+        Self { outcome, message: message.into() }
     }
 
     pub fn cancelled() -> Self {

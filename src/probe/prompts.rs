@@ -14,10 +14,7 @@ pub struct Prompt {
 
 impl Prompt {
     pub fn new(prompt: &str, expected: Option<&str>) -> Self {
-        Self {
-            prompt: prompt.to_owned(),
-            expected: expected.map(str::to_owned),
-        }
+        Self { prompt: prompt.to_owned(), expected: expected.map(str::to_owned) }
     }
 }
 
@@ -33,10 +30,7 @@ pub const BUILTIN: [(&str, &str); 6] = [
 ];
 
 pub fn builtin() -> Vec<Prompt> {
-    BUILTIN
-        .iter()
-        .map(|(prompt, expected)| Prompt::new(prompt, Some(expected)))
-        .collect()
+    BUILTIN.iter().map(|(prompt, expected)| Prompt::new(prompt, Some(expected))).collect()
 }
 
 /// Parses JSONL: one `{"prompt": "...", "expected": "..."}` per line (`expected` optional);
@@ -49,10 +43,7 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<Prompt>, String> {
             continue;
         }
         let prompt: Prompt = serde_json::from_str(line).map_err(|e| {
-            format!(
-                "line {}: {e} (expected {{\"prompt\": \"...\", \"expected\": \"...\"}})",
-                index + 1
-            )
+            format!("line {}: {e} (expected {{\"prompt\": \"...\", \"expected\": \"...\"}})", index + 1)
         })?;
         if prompt.prompt.trim().is_empty() {
             return Err(format!("line {}: the prompt is empty", index + 1));
@@ -79,9 +70,7 @@ pub struct Expected {
 
 impl Expected {
     pub fn new(expected: &str) -> Self {
-        Self {
-            words: words(expected).map(str::to_lowercase).collect(),
-        }
+        Self { words: words(expected).map(str::to_lowercase).collect() }
     }
 
     /// See [`answer_matches`].
@@ -100,8 +89,7 @@ impl Expected {
 }
 
 fn words(text: &str) -> impl Iterator<Item = &str> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty())
 }
 
 #[cfg(test)]
@@ -124,10 +112,7 @@ mod tests {
     fn jsonl_parses_with_optional_expected_and_blank_lines() {
         let text = "{\"prompt\": \"hi\"}\n\n{\"prompt\": \"2+2?\", \"expected\": \"4\"}\r\n";
         let prompts = parse_jsonl(text).unwrap();
-        assert_eq!(
-            prompts,
-            vec![Prompt::new("hi", None), Prompt::new("2+2?", Some("4"))]
-        );
+        assert_eq!(prompts, vec![Prompt::new("hi", None), Prompt::new("2+2?", Some("4"))]);
     }
 
     #[test]

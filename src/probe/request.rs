@@ -66,23 +66,11 @@ impl Requester {
         stream: bool,
         timeouts: Timeouts,
     ) -> Self {
-        Self {
-            client,
-            url,
-            auth,
-            endpoint,
-            stream,
-            timeouts,
-        }
+        Self { client, url, auth, endpoint, stream, timeouts }
     }
 
     /// Runs one request to its end, whatever happens; never fails, it classifies.
-    pub async fn execute(
-        &self,
-        body: Bytes,
-        expected: Option<&Expected>,
-        cancel: &CancellationToken,
-    ) -> RequestRecord {
+    pub async fn execute(&self, body: Bytes, expected: Option<&Expected>, cancel: &CancellationToken) -> RequestRecord {
         let clock = Clock::start(&self.timeouts);
         let mut tally = Tally::default();
         // One cancellation check around the whole exchange: dropping it drops the response,
@@ -111,12 +99,7 @@ impl Requester {
         record
     }
 
-    async fn exchange(
-        &self,
-        body: Bytes,
-        clock: &Clock<'_>,
-        tally: &mut Tally,
-    ) -> Result<(), Failure> {
+    async fn exchange(&self, body: Bytes, clock: &Clock<'_>, tally: &mut Tally) -> Result<(), Failure> {
         let mut request = self
             .client
             .post(self.url.clone())
@@ -125,10 +108,7 @@ impl Requester {
         if let Some(auth) = &self.auth {
             request = request.header(AUTHORIZATION, auth.clone());
         }
-        let response = clock
-            .within(Phase::FirstToken, request.send())
-            .await?
-            .map_err(Failure::from_send_error)?;
+        let response = clock.within(Phase::FirstToken, request.send()).await?.map_err(Failure::from_send_error)?;
         let status = response.status();
         tally.status = Some(status.as_u16());
         if !status.is_success() {
@@ -137,17 +117,13 @@ impl Requester {
         let content_type = content_type(&response);
         if self.stream {
             if !is_event_stream(content_type) {
-                return Err(Failure::malformed(format!(
-                    "expected an event stream, got content type `{content_type}`"
-                )));
+                return Err(Failure::malformed(format!("expected an event stream, got content type `{content_type}`")));
             }
             let events = response.bytes_stream().eventsource();
             read_events(events, self.endpoint, clock, tally).await
         } else {
             if !is_json(content_type) {
-                return Err(Failure::malformed(format!(
-                    "expected JSON, got content type `{content_type}`"
-                )));
+                return Err(Failure::malformed(format!("expected JSON, got content type `{content_type}`")));
             }
             let body = read_body(response, MAX_BODY_BYTES, clock).await?;
             tally.finished_at = Some(Instant::now());
@@ -161,12 +137,7 @@ impl Requester {
 }
 
 fn content_type(response: &reqwest::Response) -> &str {
-    response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .trim()
+    response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").trim()
 }
 
 /// The media type without parameters (`application/json; charset=utf-8` → `application/json`).
@@ -177,9 +148,7 @@ fn essence(content_type: &str) -> &str {
 fn is_json(content_type: &str) -> bool {
     let essence = essence(content_type);
     essence.eq_ignore_ascii_case("application/json")
-        || essence
-            .get(essence.len().saturating_sub(5)..)
-            .is_some_and(|tail| tail.eq_ignore_ascii_case("+json"))
+        || essence.get(essence.len().saturating_sub(5)..).is_some_and(|tail| tail.eq_ignore_ascii_case("+json"))
 }
 
 fn is_event_stream(content_type: &str) -> bool {
@@ -190,11 +159,7 @@ fn is_event_stream(content_type: &str) -> bool {
 async fn error_status(response: reqwest::Response, clock: &Clock<'_>) -> Failure {
     let status = response.status();
     let outcome = Outcome::of_status(status.as_u16());
-    let location = response
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let detail = match read_body(response, MAX_ERROR_BODY_BYTES, clock).await {
         Ok(body) => answer::error_body_message(&body),
         Err(f) if f.outcome == Outcome::Cancelled => return f,
@@ -242,11 +207,7 @@ impl Tally {
         if let Some(n) = self.usage.and_then(|u| u.completion_tokens) {
             return (n, false);
         }
-        if stream {
-            (self.content_chunks, true)
-        } else {
-            (self.generated_chars.div_ceil(4) as u64, true)
-        }
+        if stream { (self.content_chunks, true) } else { (self.generated_chars.div_ceil(4) as u64, true) }
     }
 }
 
@@ -272,15 +233,10 @@ where
         let now = Instant::now();
         let event = match next {
             None => {
-                return Err(Failure::malformed(
-                    "the stream ended without `data: [DONE]`",
-                ));
+                return Err(Failure::malformed("the stream ended without `data: [DONE]`"));
             }
             Some(Err(EventStreamError::Transport(e))) => {
-                return Err(Failure::new(
-                    Outcome::ConnectionError,
-                    format!("the stream broke: {}", error_chain(&e)),
-                ));
+                return Err(Failure::new(Outcome::ConnectionError, format!("the stream broke: {}", error_chain(&e))));
             }
             Some(Err(e)) => {
                 return Err(Failure::malformed(format!("invalid event stream: {e}")));
@@ -315,11 +271,7 @@ async fn drain<S: Stream + Unpin>(events: &mut S, clock: &Clock<'_>) {
 }
 
 /// Reads a whole body chunk by chunk, each gap bounded by the idle timeout.
-async fn read_body(
-    mut response: reqwest::Response,
-    limit: usize,
-    clock: &Clock<'_>,
-) -> Result<Bytes, Failure> {
+async fn read_body(mut response: reqwest::Response, limit: usize, clock: &Clock<'_>) -> Result<Bytes, Failure> {
     let too_large = || Failure::malformed(format!("the body is larger than {limit} bytes"));
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
@@ -331,12 +283,7 @@ async fn read_body(
         let chunk = clock
             .within(Phase::Idle(since), response.chunk())
             .await?
-            .map_err(|e| {
-                Failure::new(
-                    Outcome::ConnectionError,
-                    format!("the body broke off: {}", error_chain(&e)),
-                )
-            })?;
+            .map_err(|e| Failure::new(Outcome::ConnectionError, format!("the body broke off: {}", error_chain(&e))))?;
         let Some(chunk) = chunk else { break };
         since = Instant::now();
         // Most answers arrive in one chunk: keep it without copying.
@@ -349,20 +296,12 @@ async fn read_body(
                 rest.extend_from_slice(&chunk);
             }
         }
-        let size = if rest.is_empty() {
-            first.as_ref().map_or(0, Bytes::len)
-        } else {
-            rest.len()
-        };
+        let size = if rest.is_empty() { first.as_ref().map_or(0, Bytes::len) } else { rest.len() };
         if size > limit {
             return Err(too_large());
         }
     }
-    Ok(if rest.is_empty() {
-        first.unwrap_or_default()
-    } else {
-        Bytes::from(rest)
-    })
+    Ok(if rest.is_empty() { first.unwrap_or_default() } else { Bytes::from(rest) })
 }
 
 fn truncate_chars(mut s: String, max_bytes: usize) -> String {
@@ -407,11 +346,7 @@ pub(crate) struct Clock<'a> {
 impl<'a> Clock<'a> {
     pub fn start(timeouts: &'a Timeouts) -> Self {
         let start = Instant::now();
-        Self {
-            start,
-            total_deadline: start + timeouts.total,
-            timeouts,
-        }
+        Self { start, total_deadline: start + timeouts.total, timeouts }
     }
 
     /// Awaits `fut` unless the phase's deadline or the total deadline comes first.
@@ -421,29 +356,19 @@ impl<'a> Clock<'a> {
             Phase::Idle(since) => since + self.timeouts.idle,
         };
         let total_first = self.total_deadline <= phase_deadline;
-        let deadline = if total_first {
-            self.total_deadline
-        } else {
-            phase_deadline
-        };
+        let deadline = if total_first { self.total_deadline } else { phase_deadline };
         tokio::time::timeout_at(deadline, fut).await.map_err(|_| {
-                if total_first {
-                    self.timeout(Outcome::TimeoutTotal, "the request", self.timeouts.total)
-                } else {
-                    match phase {
-                        Phase::FirstToken => self.timeout(
-                            Outcome::TimeoutFirstToken,
-                            "no first token",
-                            self.timeouts.first_token,
-                        ),
-                        Phase::Idle(_) => self.timeout(
-                            Outcome::TimeoutIdle,
-                            "no data between chunks",
-                            self.timeouts.idle,
-                        ),
+            if total_first {
+                self.timeout(Outcome::TimeoutTotal, "the request", self.timeouts.total)
+            } else {
+                match phase {
+                    Phase::FirstToken => {
+                        self.timeout(Outcome::TimeoutFirstToken, "no first token", self.timeouts.first_token)
                     }
+                    Phase::Idle(_) => self.timeout(Outcome::TimeoutIdle, "no data between chunks", self.timeouts.idle),
                 }
-            })
+            }
+        })
     }
 
     fn timeout(&self, outcome: Outcome, what: &str, limit: Duration) -> Failure {
@@ -478,19 +403,15 @@ pub async fn list_models(
         request = request.header(AUTHORIZATION, auth.clone());
     }
     let fetch = async {
-        let response = clock
-            .within(Phase::FirstToken, request.send())
-            .await?
-            .map_err(Failure::from_send_error)?;
+        let response = clock.within(Phase::FirstToken, request.send()).await?.map_err(Failure::from_send_error)?;
         if !response.status().is_success() {
             return Err(error_status(response, &clock).await);
         }
         read_body(response, MAX_BODY_BYTES, &clock).await
     };
     let body = or_cancelled(cancel, fetch).await?;
-    let models: Models = serde_json::from_slice(&body).map_err(|e| {
-        Failure::malformed(format!("/v1/models did not answer a model list: {e}"))
-    })?;
+    let models: Models = serde_json::from_slice(&body)
+        .map_err(|e| Failure::malformed(format!("/v1/models did not answer a model list: {e}")))?;
     Ok(models.data.into_iter().map(|m| m.id).collect())
 }
 
@@ -501,10 +422,7 @@ mod tests {
     type Chunk = Result<Bytes, std::io::Error>;
 
     fn chunks(parts: &[&str]) -> Vec<Chunk> {
-        parts
-            .iter()
-            .map(|p| Ok(Bytes::copy_from_slice(p.as_bytes())))
-            .collect()
+        parts.iter().map(|p| Ok(Bytes::copy_from_slice(p.as_bytes()))).collect()
     }
 
     fn timeouts() -> Timeouts {
@@ -546,11 +464,7 @@ mod tests {
             assert_eq!(tally.completion_tokens(true), (3, false));
         }
         // One byte per chunk.
-        let bytes: Vec<Chunk> = whole
-            .as_bytes()
-            .iter()
-            .map(|b| Ok(Bytes::copy_from_slice(&[*b])))
-            .collect();
+        let bytes: Vec<Chunk> = whole.as_bytes().iter().map(|b| Ok(Bytes::copy_from_slice(&[*b]))).collect();
         let (result, tally) = read(bytes).await;
         assert_eq!(result, Ok(()));
         assert_eq!(tally.answer, "Paris");
@@ -652,10 +566,7 @@ mod tests {
                 Some(&self.0)
             }
         }
-        let e = Outer(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            "Connection refused",
-        ));
+        let e = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused"));
         assert_eq!(error_chain(&e), "error sending request: Connection refused");
     }
 

@@ -52,11 +52,7 @@ pub async fn run(
             first_model(&client, &base_url, auth.as_ref(), &opts, &cancel).await?
         }
     };
-    let prompts = if opts.prompts.is_empty() {
-        prompts::builtin()
-    } else {
-        opts.prompts.clone()
-    };
+    let prompts = if opts.prompts.is_empty() { prompts::builtin() } else { opts.prompts.clone() };
     let work: Arc<[Work]> = prompts
         .iter()
         .map(|p| Work {
@@ -127,16 +123,10 @@ fn lane_count(concurrency: usize) -> usize {
 
 /// Splits `concurrency` over `lanes` as evenly as possible.
 fn lane_shares(concurrency: usize, lanes: usize) -> Vec<usize> {
-    (0..lanes)
-        .map(|k| concurrency / lanes + usize::from(k < concurrency % lanes))
-        .collect()
+    (0..lanes).map(|k| concurrency / lanes + usize::from(k < concurrency % lanes)).collect()
 }
 
-fn spawn_lane(
-    index: usize,
-    runtime: tokio::runtime::Runtime,
-    lane: Lane,
-) -> Result<oneshot::Receiver<()>, ProbeError> {
+fn spawn_lane(index: usize, runtime: tokio::runtime::Runtime, lane: Lane) -> Result<oneshot::Receiver<()>, ProbeError> {
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new()
         .name(format!("llmdeck-probe-{index}"))
@@ -202,10 +192,7 @@ fn validate(opts: &ProbeOptions) -> Result<(), ProbeError> {
         return invalid("max tokens must be at least 1");
     }
     let t = &opts.timeouts;
-    if [t.connect, t.first_token, t.idle, t.total]
-        .iter()
-        .any(|d| d.is_zero())
-    {
+    if [t.connect, t.first_token, t.idle, t.total].iter().any(|d| d.is_zero()) {
         return invalid("every timeout must be positive");
     }
     if opts.prompts.iter().any(|p| p.prompt.is_empty()) {
@@ -218,8 +205,7 @@ fn validate(opts: &ProbeOptions) -> Result<(), ProbeError> {
 pub fn normalise_base_url(raw: &str) -> Result<String, ProbeError> {
     let trimmed = raw.trim().trim_end_matches('/');
     let trimmed = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
-    let url = reqwest::Url::parse(trimmed)
-        .map_err(|e| ProbeError::Invalid(format!("`{raw}` is not a URL: {e}")))?;
+    let url = reqwest::Url::parse(trimmed).map_err(|e| ProbeError::Invalid(format!("`{raw}` is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ProbeError::Invalid(format!(
             "`{raw}` is not an http(s) URL with a host, e.g. http://127.0.0.1:8000"
@@ -243,9 +229,8 @@ fn build_client(opts: &ProbeOptions) -> Result<reqwest::Client, ProbeError> {
 }
 
 fn bearer(key: &str) -> Result<HeaderValue, ProbeError> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-        ProbeError::Invalid("the API key contains characters not allowed in a header".into())
-    })?;
+    let mut value = HeaderValue::from_str(&format!("Bearer {key}"))
+        .map_err(|_| ProbeError::Invalid("the API key contains characters not allowed in a header".into()))?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -258,16 +243,11 @@ async fn first_model(
     cancel: &CancellationToken,
 ) -> Result<String, ProbeError> {
     match list_models(client, base_url, auth, &opts.timeouts, cancel).await {
-        Ok(models) => models
-            .into_iter()
-            .next()
-            .ok_or_else(|| ProbeError::NoModels(base_url.to_owned())),
+        Ok(models) => models.into_iter().next().ok_or_else(|| ProbeError::NoModels(base_url.to_owned())),
         Err(f) if f.outcome == Outcome::Cancelled => Err(ProbeError::Cancelled),
-        Err(f) => Err(ProbeError::Models {
-            url: format!("{base_url}/v1/models"),
-            outcome: f.outcome,
-            message: f.message,
-        }),
+        Err(f) => {
+            Err(ProbeError::Models { url: format!("{base_url}/v1/models"), outcome: f.outcome, message: f.message })
+        }
     }
 }
 
@@ -314,12 +294,7 @@ impl Plan {
             Stop::Requests(n) => (Some(n), None),
             Stop::Duration(d) => (None, Some(started + d)),
         };
-        Self {
-            started,
-            limit,
-            end,
-            rate: opts.rate,
-        }
+        Self { started, limit, end, rate: opts.rate }
     }
 
     fn planned(&self) -> Option<u64> {
@@ -349,10 +324,7 @@ impl Shared {
         Self {
             next: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
-            results: Mutex::new(Results {
-                aggregator: Aggregator::default(),
-                last_finished: started,
-            }),
+            results: Mutex::new(Results { aggregator: Aggregator::default(), last_finished: started }),
         }
     }
 
@@ -378,24 +350,15 @@ impl Shared {
     fn progress(&self, plan: &Plan, finished: bool) -> ProbeProgress {
         let in_flight = self.in_flight.load(Ordering::Relaxed);
         let results = self.results();
-        let elapsed = if finished {
-            results.last_finished - plan.started
-        } else {
-            plan.started.elapsed()
-        };
-        let mut progress = results
-            .aggregator
-            .progress(elapsed, plan.planned(), in_flight);
+        let elapsed = if finished { results.last_finished - plan.started } else { plan.started.elapsed() };
+        let mut progress = results.aggregator.progress(elapsed, plan.planned(), in_flight);
         progress.finished = finished;
         progress
     }
 
     fn take(&self) -> (Aggregator, Instant) {
         let mut results = self.results();
-        (
-            std::mem::take(&mut results.aggregator),
-            results.last_finished,
-        )
+        (std::mem::take(&mut results.aggregator), results.last_finished)
     }
 }
 
@@ -473,10 +436,7 @@ impl Lane {
     async fn send(&self, i: u64) {
         let work = &self.work[(i % self.work.len() as u64) as usize];
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let record = self
-            .requester
-            .execute(work.body.clone(), work.expected.as_ref(), &self.cancel)
-            .await;
+        let record = self.requester.execute(work.body.clone(), work.expected.as_ref(), &self.cancel).await;
         self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.shared.finish(&record);
     }
@@ -503,10 +463,7 @@ mod tests {
         ] {
             assert_eq!(normalise_base_url(raw).unwrap(), "http://127.0.0.1:8000");
         }
-        assert_eq!(
-            normalise_base_url("https://x.example/llm").unwrap(),
-            "https://x.example/llm"
-        );
+        assert_eq!(normalise_base_url("https://x.example/llm").unwrap(), "https://x.example/llm");
         assert!(normalise_base_url("127.0.0.1:8000").is_err());
         assert!(normalise_base_url("ftp://x").is_err());
     }
@@ -516,8 +473,7 @@ mod tests {
         let mut opts = ProbeOptions::new("http://x");
         opts.stream = true;
         let p = Prompt::new("2+2?", Some("4"));
-        let chat: serde_json::Value =
-            serde_json::from_slice(&request_body(&opts, "m", &p)).unwrap();
+        let chat: serde_json::Value = serde_json::from_slice(&request_body(&opts, "m", &p)).unwrap();
         assert_eq!(chat["messages"][0]["content"], "2+2?");
         assert_eq!(chat["stream"], true);
         assert_eq!(chat["stream_options"]["include_usage"], true);
@@ -525,8 +481,7 @@ mod tests {
 
         opts.stream = false;
         opts.endpoint = Endpoint::Completions;
-        let completion: serde_json::Value =
-            serde_json::from_slice(&request_body(&opts, "m", &p)).unwrap();
+        let completion: serde_json::Value = serde_json::from_slice(&request_body(&opts, "m", &p)).unwrap();
         assert_eq!(completion["prompt"], "2+2?");
         assert!(completion.get("messages").is_none());
         assert!(completion.get("stream_options").is_none());
@@ -562,10 +517,7 @@ mod tests {
 
     #[test]
     fn claims_stop_at_the_planned_count() {
-        let opts = ProbeOptions {
-            stop: Stop::Requests(3),
-            ..ProbeOptions::new("http://x")
-        };
+        let opts = ProbeOptions { stop: Stop::Requests(3), ..ProbeOptions::new("http://x") };
         let plan = Plan::new(&opts, Instant::now());
         let shared = Shared::new(plan.started);
         let claimed: Vec<_> = (0..5).map(|_| shared.claim(&plan)).collect();

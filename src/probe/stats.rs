@@ -40,13 +40,7 @@ impl Percentiles {
     pub fn of_micros(samples: &mut [u32]) -> Self {
         samples.sort_unstable();
         let ms = |p: f64| nearest_rank(samples, p).map(micros_to_ms);
-        Self {
-            p50: ms(50.0),
-            p90: ms(90.0),
-            p95: ms(95.0),
-            p99: ms(99.0),
-            max: ms(100.0),
-        }
+        Self { p50: ms(50.0), p90: ms(90.0), p95: ms(95.0), p99: ms(99.0), max: ms(100.0) }
     }
 }
 
@@ -253,11 +247,7 @@ mod tests {
     use super::*;
 
     fn record(outcome: Outcome, latency_ms: u64) -> RequestRecord {
-        RequestRecord {
-            outcome,
-            latency: Duration::from_millis(latency_ms),
-            ..RequestRecord::default()
-        }
+        RequestRecord { outcome, latency: Duration::from_millis(latency_ms), ..RequestRecord::default() }
     }
 
     #[test]
@@ -307,10 +297,7 @@ mod tests {
         let samples = [9, 1, 8, 2, 7, 3, 6, 4, 5, 10];
         let mut sorted = samples.to_vec();
         sorted.sort_unstable();
-        assert_eq!(
-            median_ms(&samples),
-            nearest_rank(&sorted, 50.0).map(micros_to_ms)
-        );
+        assert_eq!(median_ms(&samples), nearest_rank(&sorted, 50.0).map(micros_to_ms));
         assert_eq!(median_ms(&[]), None);
     }
 
@@ -338,10 +325,7 @@ mod tests {
         assert_eq!(report.latency_ms.max, Some(40.0));
         assert_eq!(report.latency_ms.p50, Some(20.0));
         assert_eq!(report.requests_per_s, 3.5);
-        assert_eq!(
-            report.errors[&Outcome::RateLimited],
-            vec!["HTTP 429: slow down".to_string()]
-        );
+        assert_eq!(report.errors[&Outcome::RateLimited], vec!["HTTP 429: slow down".to_string()]);
         assert!(!report.all_succeeded());
         assert_eq!(report.expected_answer_rate, None);
     }
@@ -377,12 +361,7 @@ mod tests {
     fn json_has_exactly_the_documented_keys() {
         let report = Aggregator::default().report("t".into(), "m".into(), Duration::ZERO);
         let json = serde_json::to_value(&report).unwrap();
-        let mut keys: Vec<&str> = json
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(|k| k.as_str())
-            .collect();
+        let mut keys: Vec<&str> = json.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         keys.sort_unstable();
         assert_eq!(
             keys,
@@ -401,12 +380,7 @@ mod tests {
                 "ttft_ms"
             ]
         );
-        let mut pct: Vec<&str> = json["latency_ms"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(|k| k.as_str())
-            .collect();
+        let mut pct: Vec<&str> = json["latency_ms"].as_object().unwrap().keys().map(|k| k.as_str()).collect();
         pct.sort_unstable();
         assert_eq!(pct, ["max", "p50", "p90", "p95", "p99"]);
         assert_eq!(json["outcomes"]["timeout_first_token"], 0);

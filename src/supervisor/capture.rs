@@ -42,7 +42,11 @@ impl CaptureTarget {
         {
             let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
             for (raw, truncated) in raw_lines {
-                let result = if *truncated { file.write_line(&[raw.as_slice(), TRUNCATION_MARK].concat()) } else { file.write_line(raw) };
+                let result = if *truncated {
+                    file.write_line(&[raw.as_slice(), TRUNCATION_MARK].concat())
+                } else {
+                    file.write_line(raw)
+                };
                 if let Err(e) = result {
                     tracing::warn!("writing the log of {}: {e}", self.source);
                     break;
@@ -124,7 +128,11 @@ impl LineSplitter {
 }
 
 /// Starts a thread that captures one stream until EOF; `done` fires when every line is delivered.
-pub fn spawn_capture(reader: impl Read + Send + 'static, stream: Stream, target: CaptureTarget) -> io::Result<oneshot::Receiver<()>> {
+pub fn spawn_capture(
+    reader: impl Read + Send + 'static,
+    stream: Stream,
+    target: CaptureTarget,
+) -> io::Result<oneshot::Receiver<()>> {
     let (done_tx, done) = oneshot::channel();
     let name = format!("llmdeck-capture-{}", target.source.name());
     std::thread::Builder::new().name(name).spawn(move || {

@@ -35,7 +35,13 @@ impl HealthChecker {
             .pool_max_idle_per_host(1)
             .build()?;
         let health_path = if health_path.starts_with('/') { health_path.to_owned() } else { format!("/{health_path}") };
-        Ok(Self { client, base_url: base_url.trim_end_matches('/').to_owned(), health_path, api_key, models_only: false })
+        Ok(Self {
+            client,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            health_path,
+            api_key,
+            models_only: false,
+        })
     }
 
     pub async fn check(&mut self) -> CheckOutcome {
@@ -48,9 +54,11 @@ impl HealthChecker {
             }
         }
         match self.get("/v1/models").await {
-            Ok(StatusCode::OK) => {
-                CheckOutcome::Healthy(if self.models_only { HealthMode::ModelsOnly } else { HealthMode::HealthAndModels })
-            }
+            Ok(StatusCode::OK) => CheckOutcome::Healthy(if self.models_only {
+                HealthMode::ModelsOnly
+            } else {
+                HealthMode::HealthAndModels
+            }),
             Ok(status) => CheckOutcome::Unhealthy(format!("/v1/models answered {status}")),
             Err(outcome) => outcome,
         }

@@ -127,8 +127,10 @@ mod tests {
         // A dead run (owner pid 0 never matches) and a process carrying its id.
         let dead = Entry { run_id: "dead-run-test".into(), owner_pid: u32::MAX, owner_start_ticks: 1 };
         fs::write(ledger_dir.join("dead.json"), serde_json::to_vec(&dead).expect("json")).expect("write");
-        let mut child = std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "dead-run-test").spawn().expect("sleep");
-        let mut innocent = std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "someone-else").spawn().expect("sleep");
+        let mut child =
+            std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "dead-run-test").spawn().expect("sleep");
+        let mut innocent =
+            std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "someone-else").spawn().expect("sleep");
 
         let ended = sweep(dir.path(), "me");
         assert_eq!(ended.iter().map(|l| l.pid).collect::<Vec<_>>(), [child.id()]);

@@ -106,7 +106,10 @@ impl SupervisorHandle {
 
 async fn report_leftovers(events: &EventSink, leftovers: Vec<ledger::Leftover>) {
     for l in leftovers {
-        let message = format!("ended leftover model process {} (`{}`) from llmdeck run {} that died without stopping it", l.pid, l.command, l.run_id);
+        let message = format!(
+            "ended leftover model process {} (`{}`) from llmdeck run {} that died without stopping it",
+            l.pid, l.command, l.run_id
+        );
         tracing::warn!("{message}");
         let alert = Alert { ts: Utc::now(), severity: Severity::Warning, source: "supervisor".into(), message };
         let _ = events.send(Event::Alert(alert)).await;

@@ -195,7 +195,8 @@ impl ModelTask {
                     }
                     Phase::Backoff { .. } => {
                         self.phase = Phase::Idle;
-                        self.emit(ModelChange::Stopped { reason: Some("stopped by operator during backoff".into()) }).await;
+                        self.emit(ModelChange::Stopped { reason: Some("stopped by operator during backoff".into()) })
+                            .await;
                         Ok(ack(format!("{} will not be restarted", self.cfg.id)))
                     }
                     Phase::Idle => Err(CommandError::new(format!("{} is not running", self.cfg.id))),
@@ -260,7 +261,9 @@ impl ModelTask {
     fn start_run(&self, spawned: Spawned) -> Run {
         let Spawned { pgid, stdout, stderr, exit } = spawned;
         let mut drained = Vec::new();
-        for (reader, stream) in [(Box::new(stdout) as Box<dyn io::Read + Send>, Stream::Stdout), (Box::new(stderr), Stream::Stderr)] {
+        for (reader, stream) in
+            [(Box::new(stdout) as Box<dyn io::Read + Send>, Stream::Stdout), (Box::new(stderr), Stream::Stderr)]
+        {
             match spawn_capture(reader, stream, self.capture.clone()) {
                 Ok(done) => drained.push(done),
                 Err(e) => tracing::error!("cannot start log capture for {}: {e}", self.cfg.id),
@@ -342,7 +345,13 @@ impl ModelTask {
                     run.ever_ready = true;
                     let startup_ms = run.spawned_at.elapsed().as_millis() as u64;
                     if mode == HealthMode::ModelsOnly {
-                        self.note(Level::Info, &format!("{} answers 404: no health endpoint, readiness rests on /v1/models", self.cfg.health.path));
+                        self.note(
+                            Level::Info,
+                            &format!(
+                                "{} answers 404: no health endpoint, readiness rests on /v1/models",
+                                self.cfg.health.path
+                            ),
+                        );
                     }
                     self.emit(ModelChange::Ready { health: mode, startup_ms }).await;
                 }
@@ -414,12 +423,18 @@ impl ModelTask {
             Decision::Restart { attempt, delay } => {
                 self.restarts_in_row = attempt;
                 let delay_ms = delay.as_millis() as u64;
-                self.note(Level::Warn, &format!("{reason}, restart {attempt} in {}", crate::util::fmt_duration_ms(delay_ms)));
+                self.note(
+                    Level::Warn,
+                    &format!("{reason}, restart {attempt} in {}", crate::util::fmt_duration_ms(delay_ms)),
+                );
                 self.phase = Phase::Backoff { until: Instant::now() + delay, attempt };
                 self.emit(ModelChange::Backoff { attempt, delay_ms, reason }).await;
             }
             Decision::NoRestart if cause == ExitCause::Exited(0) => {
-                let reason = format!("exited with code 0; restart policy {} does not restart it", policy_name(self.cfg.restart.policy));
+                let reason = format!(
+                    "exited with code 0; restart policy {} does not restart it",
+                    policy_name(self.cfg.restart.policy)
+                );
                 self.emit(ModelChange::Stopped { reason: Some(reason) }).await;
             }
             Decision::NoRestart => {
@@ -448,7 +463,14 @@ impl ModelTask {
 
     /// A line from llmdeck about this model, into its log and the Logs pane.
     fn note(&self, level: Level, text: &str) {
-        let line = LogLine { ts: Utc::now(), stream: Stream::Internal, level: Some(level), text: format!("llmdeck: {text}"), truncated: false, oom: false };
+        let line = LogLine {
+            ts: Utc::now(),
+            stream: Stream::Internal,
+            level: Some(level),
+            text: format!("llmdeck: {text}"),
+            truncated: false,
+            oom: false,
+        };
         {
             let mut file = self.capture.file.lock().unwrap_or_else(|p| p.into_inner());
             let _ = file.write_line(line.text.as_bytes()).and_then(|()| file.flush());
@@ -493,7 +515,12 @@ fn classify(status: &io::Result<ExitStatus>, killing: Option<ExitCause>) -> (Exi
     (cause, code, signal)
 }
 
-fn crash_reason(cause: ExitCause, status: &io::Result<ExitStatus>, oom_line: Option<&str>, cfg: &ModelConfig) -> String {
+fn crash_reason(
+    cause: ExitCause,
+    status: &io::Result<ExitStatus>,
+    oom_line: Option<&str>,
+    cfg: &ModelConfig,
+) -> String {
     let base = match cause {
         ExitCause::Exited(code) => format!("exited with code {code}"),
         ExitCause::Signalled(sig) => match Signal::try_from(sig) {
@@ -516,7 +543,8 @@ fn crash_reason(cause: ExitCause, status: &io::Result<ExitStatus>, oom_line: Opt
 
 /// Polls readiness every [`STARTUP_POLL`] until ready, then health every `interval_s`.
 async fn probe_loop(cfg: ModelConfig, out: mpsc::Sender<CheckOutcome>) {
-    let api_key = cfg.api_key_env.as_ref().and_then(|var| cfg.env.get(var).cloned().or_else(|| std::env::var(var).ok()));
+    let api_key =
+        cfg.api_key_env.as_ref().and_then(|var| cfg.env.get(var).cloned().or_else(|| std::env::var(var).ok()));
     let mut checker = match HealthChecker::new(&cfg.base_url(), &cfg.health.path, api_key, cfg.health.timeout_s) {
         Ok(c) => c,
         Err(e) => {

@@ -13,7 +13,8 @@ const OOM_PATTERNS: &[&str] = &[
 ];
 
 /// Lines that only point at a root cause printed earlier.
-const POINTER_PATTERNS: &[&str] = &["see root cause above", "enginedeaderror", "see stack trace (above) for the root cause"];
+const POINTER_PATTERNS: &[&str] =
+    &["see root cause above", "enginedeaderror", "see stack trace (above) for the root cause"];
 
 /// How many lines back an OOM line still explains a crash.
 pub const LOOKBACK_LINES: u64 = 500;
@@ -103,7 +104,10 @@ mod tests {
         watch.observe("  File \"x.py\", line 1");
         assert!(is_pointer_line("RuntimeError: Engine core initialization failed. See root cause above."));
         watch.observe("RuntimeError: Engine core initialization failed. See root cause above.");
-        assert_eq!(watch.explaining_line(), Some("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"));
+        assert_eq!(
+            watch.explaining_line(),
+            Some("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB")
+        );
 
         let mut no_oom = OomWatch::default();
         no_oom.observe("ValueError: bad model name");

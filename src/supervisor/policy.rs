@@ -107,8 +107,14 @@ mod tests {
     #[test]
     fn gives_up_after_max_restarts() {
         let c = RestartConfig { max_restarts: 3, delay_s: Duration::from_secs(1), ..cfg(RestartPolicy::OnFailure) };
-        assert_eq!(decide(&c, ExitCause::Exited(3), 0), Decision::Restart { attempt: 1, delay: Duration::from_secs(1) });
-        assert_eq!(decide(&c, ExitCause::Exited(3), 2), Decision::Restart { attempt: 3, delay: Duration::from_secs(4) });
+        assert_eq!(
+            decide(&c, ExitCause::Exited(3), 0),
+            Decision::Restart { attempt: 1, delay: Duration::from_secs(1) }
+        );
+        assert_eq!(
+            decide(&c, ExitCause::Exited(3), 2),
+            Decision::Restart { attempt: 3, delay: Duration::from_secs(4) }
+        );
         assert_eq!(decide(&c, ExitCause::Exited(3), 3), Decision::GiveUp);
         // A clean exit under on-failure is not a give-up, just no restart.
         assert_eq!(decide(&c, ExitCause::Exited(0), 3), Decision::NoRestart);

@@ -30,12 +30,7 @@ impl ModelProcesses {
         if groups.is_empty() {
             return None;
         }
-        let by_group = |pgid: u32| {
-            groups
-                .iter()
-                .find(|(_, g)| **g == pgid)
-                .map(|(m, _)| m.clone())
-        };
+        let by_group = |pgid: u32| groups.iter().find(|(_, g)| **g == pgid).map(|(m, _)| m.clone());
         // Walk up the parent chain: a process may have left the group (setsid) but is still
         // a descendant of the model's leader.
         let mut current = pid;

@@ -194,7 +194,9 @@ impl App {
                     self.overlay = Overlay::None;
                     self.confirmed(confirm)
                 }
-                KeyCode::Char('c') if key.modifiers.contains(crossterm::event::KeyModifiers::CONTROL) => self.on_action(Action::ForceQuit),
+                KeyCode::Char('c') if key.modifiers.contains(crossterm::event::KeyModifiers::CONTROL) => {
+                    self.on_action(Action::ForceQuit)
+                }
                 _ => {
                     self.overlay = Overlay::None;
                     Vec::new()
@@ -264,7 +266,9 @@ impl App {
                 self.quitting = true;
                 return vec![Effect::Quit];
             }
-            Action::Up | Action::Down | Action::Top | Action::Bottom | Action::PageUp | Action::PageDown => self.move_selection(action),
+            Action::Up | Action::Down | Action::Top | Action::Bottom | Action::PageUp | Action::PageDown => {
+                self.move_selection(action)
+            }
             Action::Detail => self.open_detail(),
             Action::StartModel => {
                 if let Some(m) = self.selected_model() {
@@ -342,6 +346,9 @@ impl App {
 
     /// Anything on screen that moves by itself (spinners, countdowns)?
     pub fn has_live_timers(&self) -> bool {
-        self.state.models.iter().any(|m| matches!(m.state, ModelState::Starting | ModelState::Backoff | ModelState::Stopping))
+        self.state
+            .models
+            .iter()
+            .any(|m| matches!(m.state, ModelState::Starting | ModelState::Backoff | ModelState::Stopping))
     }
 }

@@ -84,21 +84,93 @@ pub struct Binding {
 /// Every key, in the order the help overlay lists them. Bindings without an action are handled
 /// by a pane's own component (the Logs pane) and are listed here so help shows them.
 pub const BINDINGS: &[Binding] = &[
-    Binding { keys: "Tab / Shift-Tab", action: None, scope: Scope::Global, help: "focus next / previous pane", footer: Some("Tab focus") },
+    Binding {
+        keys: "Tab / Shift-Tab",
+        action: None,
+        scope: Scope::Global,
+        help: "focus next / previous pane",
+        footer: Some("Tab focus"),
+    },
     Binding { keys: "1-4", action: None, scope: Scope::Global, help: "focus pane 1-4", footer: Some("1-4 pane") },
-    Binding { keys: "z", action: Some(Action::Zoom), scope: Scope::Global, help: "zoom the focused pane and back", footer: Some("z zoom") },
+    Binding {
+        keys: "z",
+        action: Some(Action::Zoom),
+        scope: Scope::Global,
+        help: "zoom the focused pane and back",
+        footer: Some("z zoom"),
+    },
     Binding { keys: "?", action: Some(Action::Help), scope: Scope::Global, help: "this help", footer: Some("? help") },
-    Binding { keys: "Esc", action: Some(Action::Close), scope: Scope::Global, help: "close the overlay / detail / search", footer: None },
-    Binding { keys: "q", action: Some(Action::Quit), scope: Scope::Global, help: "quit (asks first while models run)", footer: Some("q quit") },
-    Binding { keys: "Ctrl-C", action: Some(Action::ForceQuit), scope: Scope::Global, help: "quit now (models are still stopped cleanly)", footer: None },
+    Binding {
+        keys: "Esc",
+        action: Some(Action::Close),
+        scope: Scope::Global,
+        help: "close the overlay / detail / search",
+        footer: None,
+    },
+    Binding {
+        keys: "q",
+        action: Some(Action::Quit),
+        scope: Scope::Global,
+        help: "quit (asks first while models run)",
+        footer: Some("q quit"),
+    },
+    Binding {
+        keys: "Ctrl-C",
+        action: Some(Action::ForceQuit),
+        scope: Scope::Global,
+        help: "quit now (models are still stopped cleanly)",
+        footer: None,
+    },
     Binding { keys: "j/k, ↓/↑", action: None, scope: Scope::Lists, help: "move in lists", footer: None },
-    Binding { keys: "g/G, PgUp/PgDn", action: None, scope: Scope::Lists, help: "first / last row, page up / down", footer: None },
-    Binding { keys: "Enter", action: Some(Action::Detail), scope: Scope::Lists, help: "detail of the selected row", footer: Some("Enter detail") },
-    Binding { keys: "s", action: Some(Action::StartModel), scope: Scope::Pane(Pane::Models), help: "start the selected model", footer: Some("s start") },
-    Binding { keys: "x", action: Some(Action::StopModel), scope: Scope::Pane(Pane::Models), help: "stop the selected model (asks first)", footer: Some("x stop") },
-    Binding { keys: "r", action: Some(Action::RestartModel), scope: Scope::Pane(Pane::Models), help: "restart the selected model (asks first)", footer: Some("r restart") },
-    Binding { keys: "l", action: Some(Action::ShowLogs), scope: Scope::Pane(Pane::Models), help: "logs of the selected model", footer: Some("l logs") },
-    Binding { keys: "l", action: Some(Action::ShowLogs), scope: Scope::Pane(Pane::Tests), help: "logs of the selected test", footer: Some("l logs") },
+    Binding {
+        keys: "g/G, PgUp/PgDn",
+        action: None,
+        scope: Scope::Lists,
+        help: "first / last row, page up / down",
+        footer: None,
+    },
+    Binding {
+        keys: "Enter",
+        action: Some(Action::Detail),
+        scope: Scope::Lists,
+        help: "detail of the selected row",
+        footer: Some("Enter detail"),
+    },
+    Binding {
+        keys: "s",
+        action: Some(Action::StartModel),
+        scope: Scope::Pane(Pane::Models),
+        help: "start the selected model",
+        footer: Some("s start"),
+    },
+    Binding {
+        keys: "x",
+        action: Some(Action::StopModel),
+        scope: Scope::Pane(Pane::Models),
+        help: "stop the selected model (asks first)",
+        footer: Some("x stop"),
+    },
+    Binding {
+        keys: "r",
+        action: Some(Action::RestartModel),
+        scope: Scope::Pane(Pane::Models),
+        help: "restart the selected model (asks first)",
+        footer: Some("r restart"),
+    },
+    Binding {
+        keys: "l",
+        action: Some(Action::ShowLogs),
+        scope: Scope::Pane(Pane::Models),
+        help: "logs of the selected model",
+        footer: Some("l logs"),
+    },
+    Binding {
+        keys: "l",
+        action: Some(Action::ShowLogs),
+        scope: Scope::Pane(Pane::Tests),
+        help: "logs of the selected test",
+        footer: Some("l logs"),
+    },
 ];
 
 /// The Logs pane's own keys (handled by its component), for help and the footer.
@@ -202,6 +274,9 @@ mod tests {
         // The Logs pane's component owns its letters.
         assert_eq!(action_for(key(KeyCode::Char('j')), Pane::Logs), None);
         assert_eq!(action_for(key(KeyCode::Char('3')), Pane::Logs), Some(Action::Focus(Pane::Tests)));
-        assert_eq!(action_for(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL), Pane::Logs), Some(Action::ForceQuit));
+        assert_eq!(
+            action_for(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL), Pane::Logs),
+            Some(Action::ForceQuit)
+        );
     }
 }

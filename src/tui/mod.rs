@@ -93,7 +93,8 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
 
     loop {
         if dirty && last_frame.elapsed() >= MIN_FRAME {
-            let ctx = ViewCtx { now: std::time::Instant::now(), wall: chrono::Local::now().fixed_offset(), theme, spinner };
+            let ctx =
+                ViewCtx { now: std::time::Instant::now(), wall: chrono::Local::now().fixed_offset(), theme, spinner };
             guard.terminal.draw(|f| view::draw(f, &mut app, &ctx)).wrap_err("drawing the screen")?;
             last_frame = Instant::now();
             dirty = false;
@@ -181,7 +182,12 @@ async fn sleep_opt(deadline: Option<Instant>) {
 }
 
 /// Suspends the TUI, shows the source's log file in `$PAGER` (default `less`), and comes back.
-async fn open_in_pager(guard: &mut TerminalGuard, log_dir: &std::path::Path, source: &crate::logs::LogSource, app: &mut App) {
+async fn open_in_pager(
+    guard: &mut TerminalGuard,
+    log_dir: &std::path::Path,
+    source: &crate::logs::LogSource,
+    app: &mut App,
+) {
     let path = log_dir.join(format!("{}.log", crate::logs::file::sanitize_file_stem(source.name())));
     if !path.exists() {
         app.show_toast(format!("no log file for {source} at {}", path.display()), Severity::Warning);

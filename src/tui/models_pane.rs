@@ -54,7 +54,9 @@ fn elapsed_ms(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> u64 {
 
 fn uptime(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> String {
     match m.state {
-        ModelState::Ready | ModelState::Unhealthy | ModelState::Starting => fmt_duration_ms(elapsed_ms(app, m, ctx) / 1000 * 1000),
+        ModelState::Ready | ModelState::Unhealthy | ModelState::Starting => {
+            fmt_duration_ms(elapsed_ms(app, m, ctx) / 1000 * 1000)
+        }
         _ => "—".into(),
     }
 }
@@ -143,7 +145,9 @@ impl Columns {
     fn layout(self) -> (Vec<&'static str>, Vec<Constraint>) {
         use Constraint::{Fill, Length};
         match self {
-            Columns::Narrow => (vec!["MODEL", "STATE", "UP", "RST", "OOM"], vec![Fill(1), Length(13), Length(6), Length(3), Length(3)]),
+            Columns::Narrow => {
+                (vec!["MODEL", "STATE", "UP", "RST", "OOM"], vec![Fill(1), Length(13), Length(6), Length(3), Length(3)])
+            }
             Columns::Medium => (
                 vec!["MODEL", "STATE", "UP", "RST", "OOM", "LAST", "PORT", "GPU"],
                 vec![Fill(1), Length(13), Length(6), Length(3), Length(3), Length(6), Length(5), Length(5)],
@@ -169,7 +173,12 @@ fn last_bad_news(app: &App, ctx: &ViewCtx) -> Option<Line<'static>> {
     let what = if exit.oom {
         m.last_oom_line.clone().unwrap_or_else(|| "CUDA out of memory".into())
     } else {
-        m.timeline.iter().rev().find(|e| e.state == ModelState::Crashed).map(|e| e.detail.clone()).unwrap_or_else(|| last_exit(m))
+        m.timeline
+            .iter()
+            .rev()
+            .find(|e| e.state == ModelState::Crashed)
+            .map(|e| e.detail.clone())
+            .unwrap_or_else(|| last_exit(m))
     };
     let when = ctx.local(exit.ts).format("%H:%M:%S");
     Some(Line::from(vec![Span::raw(format!("last: {} crashed {when} — ", m.id)), Span::raw(what)]))
@@ -179,23 +188,37 @@ pub fn render_detail(frame: &mut Frame, area: Rect, app: &App, id: &str, ctx: &V
     let t = &ctx.theme;
     let Some(m) = app.state.model(id) else { return };
     frame.render_widget(Clear, area);
-    let block = Block::default().borders(Borders::ALL).border_type(BorderType::Double).title(format!(" {id} · Esc closes "));
+    let block =
+        Block::default().borders(Borders::ALL).border_type(BorderType::Double).title(format!(" {id} · Esc closes "));
     let (state, style) = state_text(m, app, ctx);
     let label = |l: &str| Span::styled(format!("{l:<14}"), t.header());
     let mut lines = vec![
-        Line::from(vec![label("state"), Span::styled(state, style), Span::raw(m.reason.as_ref().map(|r| format!(" — {r}")).unwrap_or_default())]),
+        Line::from(vec![
+            label("state"),
+            Span::styled(state, style),
+            Span::raw(m.reason.as_ref().map(|r| format!(" — {r}")).unwrap_or_default()),
+        ]),
         Line::from(vec![label("command"), Span::raw(m.summary.command_line.clone())]),
         Line::from(vec![label("endpoint"), Span::raw(m.summary.base_url.clone())]),
         Line::from(vec![
             label("health"),
             Span::raw(match m.health {
                 HealthMode::HealthAndModels => format!("{} and /v1/models", m.summary.health_path),
-                HealthMode::ModelsOnly => format!("no health endpoint ({} answers 404): readiness rests on /v1/models", m.summary.health_path),
+                HealthMode::ModelsOnly => {
+                    format!("no health endpoint ({} answers 404): readiness rests on /v1/models", m.summary.health_path)
+                }
                 HealthMode::Unknown => format!("{} and /v1/models (not ready yet)", m.summary.health_path),
             }),
         ]),
-        Line::from(vec![label("restart"), Span::raw(format!("policy {} · restarts {} · OOMs {}", m.summary.policy, m.restarts, m.ooms))]),
-        Line::from(vec![label("pid"), Span::raw(m.pid.map_or("—".into(), |p| p.to_string())), Span::raw(m.gpu_memory_bytes.map(|b| format!(" · GPU memory {}", fmt_bytes_g(b))).unwrap_or_default())]),
+        Line::from(vec![
+            label("restart"),
+            Span::raw(format!("policy {} · restarts {} · OOMs {}", m.summary.policy, m.restarts, m.ooms)),
+        ]),
+        Line::from(vec![
+            label("pid"),
+            Span::raw(m.pid.map_or("—".into(), |p| p.to_string())),
+            Span::raw(m.gpu_memory_bytes.map(|b| format!(" · GPU memory {}", fmt_bytes_g(b))).unwrap_or_default()),
+        ]),
         Line::from(vec![label("last exit"), Span::raw(last_exit(m))]),
     ];
     if let Some(oom) = &m.last_oom_line {

@@ -90,9 +90,7 @@ pub fn restore() {
 /// color-eyre's panic and error hooks, with the terminal restored before a panic is printed.
 /// Installed before the terminal is taken.
 pub fn install_panic_hook() -> Result<()> {
-    let (panic_hook, eyre_hook) = color_eyre::config::HookBuilder::default()
-        .display_env_section(false)
-        .into_hooks();
+    let (panic_hook, eyre_hook) = color_eyre::config::HookBuilder::default().display_env_section(false).into_hooks();
     eyre_hook.install().wrap_err("installing the error report hook")?;
     let panic_hook = panic_hook.into_panic_hook();
     std::panic::set_hook(Box::new(move |info| {

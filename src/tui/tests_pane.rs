@@ -27,7 +27,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx, focused: 
             TestKind::Deploy => "deploy",
             TestKind::Local => "local",
         };
-        Row::new([Cell::from(test.name.clone()), Cell::from(kind), Cell::from(test.model.clone()), Cell::from(ratatui::text::Span::styled("— not run", t.dim()))])
+        Row::new([
+            Cell::from(test.name.clone()),
+            Cell::from(kind),
+            Cell::from(test.model.clone()),
+            Cell::from(ratatui::text::Span::styled("— not run", t.dim())),
+        ])
     });
     let widths = [Constraint::Fill(2), Constraint::Length(7), Constraint::Fill(2), Constraint::Length(10)];
     let table = Table::new(rows, widths)

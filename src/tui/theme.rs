@@ -18,11 +18,7 @@ impl Theme {
     }
 
     fn fg(&self, c: Color) -> Style {
-        if self.color {
-            Style::new().fg(c)
-        } else {
-            Style::new()
-        }
+        if self.color { Style::new().fg(c) } else { Style::new() }
     }
 
     /// Ready, pass, healthy.
@@ -42,11 +38,7 @@ impl Theme {
 
     /// Stopped, N/A, secondary text.
     pub fn dim(&self) -> Style {
-        if self.color {
-            Style::new().fg(Color::DarkGray)
-        } else {
-            Style::new().add_modifier(Modifier::DIM)
-        }
+        if self.color { Style::new().fg(Color::DarkGray) } else { Style::new().add_modifier(Modifier::DIM) }
     }
 
     pub fn accent(&self) -> Style {
@@ -61,9 +53,7 @@ impl Theme {
     /// The selected row in a focused list.
     pub fn selected(&self) -> Style {
         if self.color {
-            Style::new()
-                .bg(Color::DarkGray)
-                .add_modifier(Modifier::BOLD)
+            Style::new().bg(Color::DarkGray).add_modifier(Modifier::BOLD)
         } else {
             Style::new().add_modifier(Modifier::REVERSED)
         }
@@ -71,11 +61,7 @@ impl Theme {
 
     /// Border of the focused pane.
     pub fn focused_border(&self) -> Style {
-        if self.color {
-            Style::new().fg(Color::Cyan)
-        } else {
-            Style::new().add_modifier(Modifier::BOLD)
-        }
+        if self.color { Style::new().fg(Color::Cyan) } else { Style::new().add_modifier(Modifier::BOLD) }
     }
 
     pub fn border(&self) -> Style {

@@ -44,7 +44,8 @@ pub fn draw(frame: &mut Frame, app: &mut App, ctx: &ViewCtx) {
         draw_too_small(frame, area);
         return;
     }
-    let [header, body, footer] = Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(1)]).areas(area);
+    let [header, body, footer] =
+        Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(1)]).areas(area);
     draw_header(frame, header, app, ctx);
     if app.zoomed {
         draw_pane(frame, body, app, app.focus, ctx);
@@ -118,7 +119,8 @@ fn pane_block(app: &App, pane: Pane, ctx: &ViewCtx) -> Block<'static> {
     if pane == Pane::Logs {
         title = format!(" 4 Logs · {} ", app.logs.title_suffix());
     }
-    let (border_style, border_type) = if focused { (t.focused_border(), BorderType::Thick) } else { (t.border(), BorderType::Plain) };
+    let (border_style, border_type) =
+        if focused { (t.focused_border(), BorderType::Thick) } else { (t.border(), BorderType::Plain) };
     Block::default()
         .borders(Borders::ALL)
         .border_type(border_type)
@@ -183,11 +185,20 @@ fn draw_overlay(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
             let text = vec![Line::from(question), Line::from(""), Line::from("y / Enter: yes    any other key: no")];
             frame.render_widget(Paragraph::new(text).block(block).centered(), rect);
         }
-        Overlay::ModelDetail(id) => models_pane::render_detail(frame, centered(area, area.width.saturating_sub(8), area.height.saturating_sub(2)), app, &id, ctx),
+        Overlay::ModelDetail(id) => models_pane::render_detail(
+            frame,
+            centered(area, area.width.saturating_sub(8), area.height.saturating_sub(2)),
+            app,
+            &id,
+            ctx,
+        ),
         Overlay::GpuDetail(index) => {
             let rect = centered(area, area.width.saturating_sub(8), area.height.saturating_sub(2));
             frame.render_widget(Clear, rect);
-            let block = Block::default().borders(Borders::ALL).border_type(BorderType::Double).title(" GPU detail · Esc closes ");
+            let block = Block::default()
+                .borders(Borders::ALL)
+                .border_type(BorderType::Double)
+                .title(" GPU detail · Esc closes ");
             let inner = block.inner(rect);
             frame.render_widget(block, rect);
             gpus_pane::render_detail(frame, inner, &app.state.gpus, index, &ctx.theme);
@@ -198,7 +209,9 @@ fn draw_overlay(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
 fn draw_help(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
     let t = &ctx.theme;
     let mut lines = vec![Line::styled("Keys (one map for every pane)", t.header()), Line::from("")];
-    let key_line = |keys: &str, help: &str| Line::from(vec![Span::styled(format!("  {keys:<25} "), t.accent()), Span::raw(help.to_owned())]);
+    let key_line = |keys: &str, help: &str| {
+        Line::from(vec![Span::styled(format!("  {keys:<25} "), t.accent()), Span::raw(help.to_owned())])
+    };
     let mut last_scope = None;
     for b in BINDINGS {
         let scope = match b.scope {
@@ -287,21 +300,35 @@ tests:
     fn busy_app() -> (App, ViewCtx) {
         let config: Config = crate::config::load_str(CONFIG, "test").expect("test config");
         let state = State::new(&config, Some("/etc/llmdeck/config.yaml".into()), "gpu-box-07".into());
-        let mut app = App::new(Snapshot { state, log_tail: Default::default() }, Origin { mode: "in-process".into() }, 1000);
+        let mut app =
+            App::new(Snapshot { state, log_tail: Default::default() }, Origin { mode: "in-process".into() }, 1000);
         let oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.6 GiB total)";
         let events = vec![
-            Event::Engine(EngineEvent { ts: at(0), kind: EngineEventKind::Started { host: "gpu-box-07".into(), version: "0.1.0".into() } }),
+            Event::Engine(EngineEvent {
+                ts: at(0),
+                kind: EngineEventKind::Started { host: "gpu-box-07".into(), version: "0.1.0".into() },
+            }),
             model("qwen-7b", 1, ModelChange::Starting { pid: 4101, attempt: 0 }),
             model("qwen-7b", 60, ModelChange::Ready { health: HealthMode::HealthAndModels, startup_ms: 59_000 }),
             model("llama-8b", 100, ModelChange::Starting { pid: 4202, attempt: 1 }),
             model("embed-small", 2, ModelChange::Starting { pid: 4303, attempt: 0 }),
             model("embed-small", 90, crashed(None, 1)),
-            model("embed-small", 90, ModelChange::Backoff { attempt: 3, delay_ms: 20_000, reason: "exited with code 1".into() }),
+            model(
+                "embed-small",
+                90,
+                ModelChange::Backoff { attempt: 3, delay_ms: 20_000, reason: "exited with code 1".into() },
+            ),
             model("tinyllama", 3, ModelChange::Starting { pid: 4404, attempt: 0 }),
             model("tinyllama", 80, crashed(Some(oom), 1)),
             model("tinyllama", 80, ModelChange::Failed { reason: "CUDA out of memory; restart policy no".into() }),
             Event::Gpu(GpuEvent::Backend { status: BackendStatus::Simulated, sample_ms: 1000, history_len: 60 }),
-            Event::Gpu(GpuEvent::Sampled { ts: at(101), gpus: vec![gpu(0, 83, 61.2, vec![(4101, 57.1, "qwen-7b")]), gpu(1, 24, 31.0, vec![(4202, 30.2, "llama-8b")])] }),
+            Event::Gpu(GpuEvent::Sampled {
+                ts: at(101),
+                gpus: vec![
+                    gpu(0, 83, 61.2, vec![(4101, 57.1, "qwen-7b")]),
+                    gpu(1, 24, 31.0, vec![(4202, 30.2, "llama-8b")]),
+                ],
+            }),
             Event::Log(LogBatch {
                 source: LogSource::Model("qwen-7b".into()),
                 lines: vec![
@@ -310,7 +337,11 @@ tests:
                 ],
                 dropped_before: 0,
             }),
-            Event::Log(LogBatch { source: LogSource::Model("tinyllama".into()), lines: vec![line(80, Level::Error, oom)], dropped_before: 0 }),
+            Event::Log(LogBatch {
+                source: LogSource::Model("tinyllama".into()),
+                lines: vec![line(80, Level::Error, oom)],
+                dropped_before: 0,
+            }),
         ];
         for e in &events {
             app.on_event(e);
@@ -325,7 +356,14 @@ tests:
     }
 
     fn line(secs: i64, level: Level, text: &str) -> LogLine {
-        LogLine { ts: at(secs), stream: Stream::Stdout, level: Some(level), text: text.into(), truncated: false, oom: text.contains("out of memory") }
+        LogLine {
+            ts: at(secs),
+            stream: Stream::Stdout,
+            level: Some(level),
+            text: text.into(),
+            truncated: false,
+            oom: text.contains("out of memory"),
+        }
     }
 
     fn gpu(index: u32, util: u32, used_gib: f64, procs: Vec<(u32, f64, &str)>) -> GpuSample {
@@ -341,7 +379,10 @@ tests:
             temperature_c: Some(64),
             power_draw_w: Some(312.0),
             power_limit_w: Some(700.0),
-            processes: procs.into_iter().map(|(pid, g, m)| GpuProcess { pid, used_memory_bytes: Some(gib(g)), model: Some(m.into()) }).collect(),
+            processes: procs
+                .into_iter()
+                .map(|(pid, g, m)| GpuProcess { pid, used_memory_bytes: Some(gib(g)), model: Some(m.into()) })
+                .collect(),
             ..Default::default()
         }
     }
