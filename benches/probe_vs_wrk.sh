@@ -135,7 +135,7 @@ print(f"{'CPU per request (us)':24}{median(wrk_cpu_us):12.1f}{median(probe_cpu_u
 print(f"{'p50 latency (ms)':24}{median(wrk_p50):12.3f}{median(probe_p50):16.3f}")
 print("per round: " + ", ".join(f"wrk {w:.0f} / probe {p:.0f} = {p / w:.2f}x" for w, p in zip(wrk_rps, probe_rps)))
 ratio = median(ratios)
-print(f"ratio probe/wrk: {ratio:.2f}x (median of {len(ratios)} rounds; goal >= 0.70x) -> {'OK' if ratio >= 0.7 else 'BELOW GOAL'}")
+print(f"ratio probe/wrk: {ratio:.3f}x (median of {len(ratios)} rounds; goal >= 0.70x) -> {'OK' if ratio >= 0.7 else 'BELOW GOAL'}")
 print(f"probe overhead per request: {median(probe_cpu_us) - median(wrk_cpu_us):.1f} us CPU more than wrk "
       f"({median(probe_cpu_us):.1f} vs {median(wrk_cpu_us):.1f}), "
       f"{median(probe_p50) - median(wrk_p50):+.3f} ms at the median latency")

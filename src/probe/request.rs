@@ -2,6 +2,8 @@
 
 use std::error::Error as StdError;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -55,6 +57,8 @@ pub struct Requester {
     endpoint: Endpoint,
     stream: bool,
     timeouts: Timeouts,
+    /// Content chunks received so far by every request of the run (live tokens/s).
+    live_chunks: Arc<AtomicU64>,
 }
 
 impl Requester {
@@ -66,12 +70,18 @@ impl Requester {
         stream: bool,
         timeouts: Timeouts,
     ) -> Self {
-        Self { client, url, auth, endpoint, stream, timeouts }
+        Self { client, url, auth, endpoint, stream, timeouts, live_chunks: Arc::default() }
+    }
+
+    /// Counts every streamed content chunk into `counter` as it arrives.
+    pub fn with_live_chunks(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.live_chunks = counter;
+        self
     }
 
     /// Runs one request to its end, whatever happens; never fails, it classifies.
     pub async fn execute(&self, body: Bytes, expected: Option<&Expected>, cancel: &CancellationToken) -> RequestRecord {
-        let clock = Clock::start(&self.timeouts);
+        let clock = if self.stream { Clock::start_stream(&self.timeouts) } else { Clock::start(&self.timeouts) };
         let mut tally = Tally::default();
         // One cancellation check around the whole exchange: dropping it drops the response,
         // which closes the connection, so the server sees the disconnect at once.
@@ -120,7 +130,7 @@ impl Requester {
                 return Err(Failure::malformed(format!("expected an event stream, got content type `{content_type}`")));
             }
             let events = response.bytes_stream().eventsource();
-            read_events(events, self.endpoint, clock, tally).await
+            read_events(events, self.endpoint, clock, tally, &self.live_chunks).await
         } else {
             if !is_json(content_type) {
                 return Err(Failure::malformed(format!("expected JSON, got content type `{content_type}`")));
@@ -217,6 +227,7 @@ async fn read_events<S, E>(
     endpoint: Endpoint,
     clock: &Clock<'_>,
     tally: &mut Tally,
+    live_chunks: &AtomicU64,
 ) -> Result<(), Failure>
 where
     S: Stream<Item = Result<eventsource_stream::Event, EventStreamError<E>>> + Unpin,
@@ -252,6 +263,7 @@ where
         let chunk = answer::parse_chunk(&event.data, endpoint)?;
         if !chunk.text.is_empty() {
             tally.on_token(now);
+            live_chunks.fetch_add(1, Ordering::Relaxed);
             tally.generated_chars += chunk.text.chars().count();
             if tally.answer.len() < MAX_ANSWER_CHARS {
                 tally.answer.push_str(&chunk.answer);
@@ -341,12 +353,20 @@ pub(crate) struct Clock<'a> {
     pub start: Instant,
     total_deadline: Instant,
     timeouts: &'a Timeouts,
+    /// What the first-token phase waits for, in timeout messages.
+    awaited: &'static str,
 }
 
 impl<'a> Clock<'a> {
+    /// A request whose first phase ends with the response headers.
     pub fn start(timeouts: &'a Timeouts) -> Self {
         let start = Instant::now();
-        Self { start, total_deadline: start + timeouts.total, timeouts }
+        Self { start, total_deadline: start + timeouts.total, timeouts, awaited: "no response" }
+    }
+
+    /// A streaming request: its first phase ends with the first content token.
+    pub fn start_stream(timeouts: &'a Timeouts) -> Self {
+        Self { awaited: "no first token", ..Self::start(timeouts) }
     }
 
     /// Awaits `fut` unless the phase's deadline or the total deadline comes first.
@@ -363,7 +383,7 @@ impl<'a> Clock<'a> {
             } else {
                 match phase {
                     Phase::FirstToken => {
-                        self.timeout(Outcome::TimeoutFirstToken, "no first token", self.timeouts.first_token)
+                        self.timeout(Outcome::TimeoutFirstToken, self.awaited, self.timeouts.first_token)
                     }
                     Phase::Idle(_) => self.timeout(Outcome::TimeoutIdle, "no data between chunks", self.timeouts.idle),
                 }
@@ -439,7 +459,9 @@ mod tests {
         let clock = Clock::start(&t);
         let mut tally = Tally::default();
         let events = futures::stream::iter(parts).eventsource();
-        let result = read_events(events, Endpoint::Chat, &clock, &mut tally).await;
+        let live = AtomicU64::new(0);
+        let result = read_events(events, Endpoint::Chat, &clock, &mut tally, &live).await;
+        assert_eq!(live.load(Ordering::Relaxed), tally.content_chunks);
         (result, tally)
     }
 

@@ -64,6 +64,7 @@ pub async fn run(
         .map_err(|e| ProbeError::Invalid(format!("`{base_url}`: {e}")))?;
 
     // Everything that can fail is prepared before the first request goes out.
+    let streamed_chunks = Arc::new(AtomicU64::new(0));
     let lanes = lane_shares(opts.concurrency as usize, lane_count(opts.concurrency as usize))
         .into_iter()
         .map(|concurrency| {
@@ -78,14 +79,17 @@ pub async fn run(
                 opts.endpoint,
                 opts.stream,
                 opts.timeouts,
-            );
+            )
+            .with_live_chunks(streamed_chunks.clone());
             Ok((runtime, requester, concurrency))
         })
         .collect::<Result<Vec<_>, ProbeError>>()?;
 
     let run_cancel = cancel.child_token();
+    // The lanes are threads: if this future is dropped mid-run, they must stop too.
+    let _stop_lanes_on_drop = run_cancel.clone().drop_guard();
     let plan = Arc::new(Plan::new(&opts, Instant::now()));
-    let shared = Arc::new(Shared::new(plan.started));
+    let shared = Arc::new(Shared::new(plan.started).with_streamed_chunks(streamed_chunks));
     let mut finished = Vec::with_capacity(lanes.len());
     for (index, (runtime, requester, concurrency)) in lanes.into_iter().enumerate() {
         let lane = Lane {
@@ -286,6 +290,7 @@ struct Plan {
     end: Option<Instant>,
     /// Open loop: request `i` starts at `started + i / rate`.
     rate: Option<f64>,
+    stream: bool,
 }
 
 impl Plan {
@@ -294,7 +299,7 @@ impl Plan {
             Stop::Requests(n) => (Some(n), None),
             Stop::Duration(d) => (None, Some(started + d)),
         };
-        Self { started, limit, end, rate: opts.rate }
+        Self { started, limit, end, rate: opts.rate, stream: opts.stream }
     }
 
     fn planned(&self) -> Option<u64> {
@@ -311,6 +316,8 @@ struct Shared {
     /// Sequence numbers handed out so far (may run past the limit: those are not sent).
     next: AtomicU64,
     in_flight: AtomicU64,
+    /// Content chunks streamed so far, counted as they arrive (live tokens/s).
+    streamed_chunks: Arc<AtomicU64>,
     results: Mutex<Results>,
 }
 
@@ -324,8 +331,14 @@ impl Shared {
         Self {
             next: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            streamed_chunks: Arc::default(),
             results: Mutex::new(Results { aggregator: Aggregator::default(), last_finished: started }),
         }
+    }
+
+    fn with_streamed_chunks(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.streamed_chunks = counter;
+        self
     }
 
     /// The next request's sequence number, unless the planned count is reached.
@@ -353,6 +366,12 @@ impl Shared {
         let elapsed = if finished { results.last_finished - plan.started } else { plan.started.elapsed() };
         let mut progress = results.aggregator.progress(elapsed, plan.planned(), in_flight);
         progress.finished = finished;
+        if plan.stream && !finished {
+            // While streaming, tokens flow long before requests finish: count them as they come.
+            let secs = elapsed.as_secs_f64();
+            let chunks = self.streamed_chunks.load(Ordering::Relaxed);
+            progress.output_tokens_per_s = if secs > 0.0 { chunks as f64 / secs } else { 0.0 };
+        }
         progress
     }
 

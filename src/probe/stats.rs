@@ -126,6 +126,9 @@ pub struct ProbeProgress {
     /// Median time to first token of successful streaming requests so far.
     pub ttft_p50_ms: Option<f64>,
     pub requests_per_s: f64,
+    /// While streaming: content chunks received so far (about one token each) per second,
+    /// counted as they arrive. Otherwise, and in the last message: completion tokens of
+    /// successful requests per second, as in the report.
     pub output_tokens_per_s: f64,
     /// The run has ended (this is the last progress message).
     pub finished: bool,
