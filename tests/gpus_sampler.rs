@@ -38,6 +38,7 @@ fn options(backend: GpuBackend, library: Option<PathBuf>, sample_ms: u64) -> Eng
         config_path: None,
         log_dir: PathBuf::from("/nonexistent"),
         state_dir: PathBuf::from("/nonexistent"),
+        data_dir: PathBuf::from("/nonexistent"),
         gpu_backend: None,
     }
 }

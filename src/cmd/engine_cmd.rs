@@ -78,7 +78,14 @@ fn engine_options(
     paths
         .create_dirs()
         .wrap_err_with(|| format!("creating llmdeck's directories under {}", paths.state_dir.display()))?;
-    Ok(EngineOptions { log_dir: paths.log_dir, state_dir: paths.state_dir, config, config_path, gpu_backend })
+    Ok(EngineOptions {
+        log_dir: paths.log_dir,
+        state_dir: paths.state_dir,
+        data_dir: paths.data_dir,
+        config,
+        config_path,
+        gpu_backend,
+    })
 }
 
 /// Options for a config read from `path`, with the XDG data and state dirs.

@@ -16,6 +16,13 @@ pub enum Command {
     RestartModel {
         model: String,
     },
+    /// Runs a configured test (one at a time).
+    RunTest {
+        test: String,
+    },
+    CancelTest {
+        test: String,
+    },
 }
 
 /// The engine accepted the command; the outcome arrives as events.

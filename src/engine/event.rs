@@ -20,6 +20,61 @@ pub enum Event {
     Gpu(GpuEvent),
     /// Something an operator should see even if they were not looking at the pane.
     Alert(Alert),
+    /// A test started or ended.
+    Test(TestEvent),
+    /// Live figures of a running probe (a test's probe step).
+    Probe(ProbeEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestEvent {
+    pub ts: DateTime<Utc>,
+    pub test: String,
+    #[serde(flatten)]
+    pub change: TestChange,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TestChange {
+    Running {
+        /// The endpoint being probed.
+        target: String,
+    },
+    Passed {
+        summary: TestSummary,
+    },
+    Failed {
+        reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<TestSummary>,
+    },
+    Cancelled {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        summary: Option<TestSummary>,
+    },
+}
+
+/// The figures of a finished probe that the Tests pane shows.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TestSummary {
+    pub requests: u64,
+    pub succeeded: u64,
+    pub latency_p50_ms: Option<f64>,
+    pub ttft_p50_ms: Option<f64>,
+    pub output_tokens_per_s: f64,
+    pub expected_answer_rate: Option<f64>,
+    /// Where the full report was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_file: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeEvent {
+    pub ts: DateTime<Utc>,
+    pub test: String,
+    #[serde(flatten)]
+    pub progress: crate::probe::ProbeProgress,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

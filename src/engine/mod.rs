@@ -4,6 +4,7 @@
 mod command;
 mod event;
 mod hub;
+mod local_tests;
 mod state;
 
 use std::path::PathBuf;
@@ -36,6 +37,8 @@ pub struct EngineOptions {
     pub log_dir: PathBuf,
     /// The PID ledger and other run-time state go here.
     pub state_dir: PathBuf,
+    /// Test results go here (`results/`).
+    pub data_dir: PathBuf,
     /// Overrides `gpu.backend` (the demo forces the simulated backend).
     pub gpu_backend: Option<GpuBackend>,
 }
@@ -111,7 +114,14 @@ impl Engine {
         crate::gpu::spawn_sampler(&opts, events.clone(), processes, cancel.clone(), &mut tasks);
 
         let (commands, commands_rx) = mpsc::channel(64);
-        tasks.spawn(route_commands(commands_rx, supervisor.clone_handle(), cancel.clone()));
+        let tests = local_tests::LocalTests::new(
+            opts.config.clone(),
+            events.clone(),
+            hub.clone(),
+            opts.data_dir.join("results"),
+            cancel.clone(),
+        );
+        tasks.spawn(route_commands(commands_rx, supervisor.clone_handle(), tests, cancel.clone()));
         Ok(Engine { handle: EngineHandle { commands, hub }, cancel, supervisor, tasks, events })
     }
 
@@ -148,6 +158,7 @@ async fn emit(sink: &EventSink, event: Event) {
 async fn route_commands(
     mut rx: mpsc::Receiver<CommandRequest>,
     supervisor: crate::supervisor::SupervisorHandle,
+    mut tests: local_tests::LocalTests,
     cancel: CancellationToken,
 ) {
     loop {
@@ -159,6 +170,8 @@ async fn route_commands(
             Command::StartModel { .. } | Command::StopModel { .. } | Command::RestartModel { .. } => {
                 supervisor.command(req.command.clone()).await
             }
+            Command::RunTest { test } => tests.run(test),
+            Command::CancelTest { test } => tests.cancel(test),
         };
         let _ = req.reply.send(answer);
     }

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::event::{Alert, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent};
+use super::event::{
+    Alert, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent, TestChange, TestEvent, TestSummary,
+};
 use crate::config::{Config, ModelConfig, RestartPolicy, TestKind};
 use crate::gpu::GpuState;
 use crate::logs::{LogBatch, LogSource};
@@ -147,6 +149,32 @@ pub struct TestStatus {
     pub name: String,
     pub kind: TestKind,
     pub model: String,
+    /// Set while the test runs: the live probe figures (none yet before the first).
+    pub running: Option<TestRun>,
+    pub last: Option<TestResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TestRun {
+    pub started: Option<DateTime<Utc>>,
+    pub target: String,
+    pub progress: Option<crate::probe::ProbeProgress>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TestVerdict {
+    Pass,
+    Fail,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestResult {
+    pub ts: DateTime<Utc>,
+    pub verdict: TestVerdict,
+    pub summary: Option<TestSummary>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -192,7 +220,13 @@ impl State {
             tests: config
                 .tests
                 .iter()
-                .map(|t| TestStatus { name: t.name.clone(), kind: t.kind, model: t.model.clone() })
+                .map(|t| TestStatus {
+                    name: t.name.clone(),
+                    kind: t.kind,
+                    model: t.model.clone(),
+                    running: None,
+                    last: None,
+                })
                 .collect(),
             shopper: ShopperStatus { url: config.shopper.url.clone(), health: ShopperHealth::Unknown },
             logs: BTreeMap::new(),
@@ -222,7 +256,28 @@ impl State {
                 self.join_gpu_memory();
             }
             Event::Alert(a) => push_bounded(&mut self.alerts, a.clone(), ALERTS_LEN),
+            Event::Test(e) => self.apply_test(e),
+            Event::Probe(e) => {
+                if let Some(run) = self.tests.iter_mut().find(|t| t.name == e.test).and_then(|t| t.running.as_mut()) {
+                    run.progress = Some(e.progress.clone());
+                }
+            }
         }
+    }
+
+    fn apply_test(&mut self, e: &TestEvent) {
+        let Some(t) = self.tests.iter_mut().find(|t| t.name == e.test) else { return };
+        let (verdict, summary, reason) = match &e.change {
+            TestChange::Running { target } => {
+                t.running = Some(TestRun { started: Some(e.ts), target: target.clone(), progress: None });
+                return;
+            }
+            TestChange::Passed { summary } => (TestVerdict::Pass, Some(summary.clone()), None),
+            TestChange::Failed { reason, summary } => (TestVerdict::Fail, summary.clone(), Some(reason.clone())),
+            TestChange::Cancelled { summary } => (TestVerdict::Cancelled, summary.clone(), None),
+        };
+        t.running = None;
+        t.last = Some(TestResult { ts: e.ts, verdict, summary, reason });
     }
 
     fn apply_model(&mut self, e: &ModelEvent) {

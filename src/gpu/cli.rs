@@ -410,10 +410,12 @@ mod tests {
     #[test]
     fn a_process_is_named_by_its_environment() {
         use std::io::BufRead;
-        // The child says "ready" once exec'd: before that, /proc shows the parent's environment.
+        // The shell stays (no exec: /proc/<pid>/environ is unreadable while a process execs)
+        // and waits on its stdin until killed.
         let child = std::process::Command::new("sh")
-            .args(["-c", "echo ready; exec sleep 30"])
+            .args(["-c", "echo ready; read _"])
             .env(MODEL_ID_ENV, "qwen-7b")
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn();
         let Ok(mut child) = child else {

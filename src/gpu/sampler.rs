@@ -317,6 +317,7 @@ mod tests {
             config_path: None,
             log_dir: PathBuf::new(),
             state_dir: PathBuf::new(),
+            data_dir: PathBuf::new(),
             gpu_backend: Some(GpuBackend::Simulated),
         };
         let cfg = SamplerConfig::from_options(&opts);

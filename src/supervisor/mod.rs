@@ -94,6 +94,9 @@ impl SupervisorHandle {
             Command::StartModel { model } => (model, Request::Start),
             Command::StopModel { model } => (model, Request::Stop),
             Command::RestartModel { model } => (model, Request::Restart),
+            Command::RunTest { .. } | Command::CancelTest { .. } => {
+                return Err(CommandError::new("tests are not the supervisor's to run"));
+            }
         };
         let Some(tx) = self.models.get(id) else {
             return Err(CommandError::new(format!("no model `{id}` in the configuration")));

@@ -28,6 +28,7 @@ pub enum Overlay {
 pub enum Confirm {
     Stop(String),
     Restart(String),
+    CancelTest(String),
     Quit { active_models: usize },
 }
 
@@ -36,6 +37,7 @@ impl Confirm {
         match self {
             Confirm::Stop(id) => format!("Stop {id}?"),
             Confirm::Restart(id) => format!("Restart {id}?"),
+            Confirm::CancelTest(name) => format!("Cancel the running test {name}?"),
             Confirm::Quit { active_models: 1 } => "Quit? The running model will be stopped.".into(),
             Confirm::Quit { active_models } => format!("Quit? {active_models} running models will be stopped."),
         }
@@ -231,6 +233,7 @@ impl App {
         match confirm {
             Confirm::Stop(model) => vec![Effect::Send(Command::StopModel { model })],
             Confirm::Restart(model) => vec![Effect::Send(Command::RestartModel { model })],
+            Confirm::CancelTest(test) => vec![Effect::Send(Command::CancelTest { test })],
             Confirm::Quit { .. } => {
                 self.quitting = true;
                 vec![Effect::Quit]
@@ -286,6 +289,18 @@ impl App {
                 }
             }
             Action::ShowLogs => self.show_logs_of_selection(),
+            Action::RunTest => {
+                if let Some(t) = self.state.tests.get(self.tests_selected) {
+                    return vec![Effect::Send(Command::RunTest { test: t.name.clone() })];
+                }
+            }
+            Action::CancelTest => {
+                let running = self.state.tests.iter().find(|t| t.running.is_some());
+                match running {
+                    Some(t) => self.overlay = Overlay::Confirm(Confirm::CancelTest(t.name.clone())),
+                    None => self.show_toast("no test is running", Severity::Warning),
+                }
+            }
         }
         Vec::new()
     }
@@ -350,5 +365,6 @@ impl App {
             .models
             .iter()
             .any(|m| matches!(m.state, ModelState::Starting | ModelState::Backoff | ModelState::Stopping))
+            || self.state.tests.iter().any(|t| t.running.is_some())
     }
 }

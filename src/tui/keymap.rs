@@ -61,6 +61,8 @@ pub enum Action {
     StopModel,
     RestartModel,
     ShowLogs,
+    RunTest,
+    CancelTest,
 }
 
 /// Where a binding applies.
@@ -165,6 +167,20 @@ pub const BINDINGS: &[Binding] = &[
         footer: Some("l logs"),
     },
     Binding {
+        keys: "Enter",
+        action: Some(Action::RunTest),
+        scope: Scope::Pane(Pane::Tests),
+        help: "run the selected test",
+        footer: Some("Enter run"),
+    },
+    Binding {
+        keys: "c",
+        action: Some(Action::CancelTest),
+        scope: Scope::Pane(Pane::Tests),
+        help: "cancel the running test (asks first)",
+        footer: Some("c cancel"),
+    },
+    Binding {
         keys: "l",
         action: Some(Action::ShowLogs),
         scope: Scope::Pane(Pane::Tests),
@@ -209,6 +225,11 @@ pub fn action_for(key: KeyEvent, focus: Pane) -> Option<Action> {
     if global.is_some() || focus == Pane::Logs {
         return global;
     }
+    match (focus, key.code) {
+        (Pane::Tests, KeyCode::Enter) => return Some(Action::RunTest),
+        (Pane::Tests, KeyCode::Char('c')) if !ctrl => return Some(Action::CancelTest),
+        _ => {}
+    }
     let list = match key.code {
         KeyCode::Char('j') | KeyCode::Down => Some(Action::Down),
         KeyCode::Char('k') | KeyCode::Up => Some(Action::Up),
@@ -241,7 +262,7 @@ pub fn list_hints(focus: Pane) -> Vec<&'static str> {
         .iter()
         .filter(|b| match b.scope {
             Scope::Global => false,
-            Scope::Lists => true,
+            Scope::Lists => !(focus == Pane::Tests && b.action == Some(Action::Detail)),
             Scope::Pane(p) => p == focus,
         })
         .filter_map(|b| b.footer)

@@ -1,0 +1,183 @@
+//! Local tests: the probe run against a model from `models:`, one test at a time, with live
+//! figures as events and the full report written to the data dir. (Deployment tests, which
+//! rent a GPU first, arrive with the deployment runner.)
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::event::{Event, ProbeEvent, TestChange, TestEvent, TestSummary};
+use super::hub::Hub;
+use super::{Ack, CommandError, EventSink, ModelState};
+use crate::config::{Config, TestConfig, TestKind};
+use crate::probe::{self, ApiKey, Outcome, ProbeOptions, ProbeReport};
+
+pub(super) struct LocalTests {
+    config: Config,
+    events: EventSink,
+    hub: Arc<Hub>,
+    results_dir: PathBuf,
+    engine_cancel: CancellationToken,
+    running: Option<(String, CancellationToken)>,
+    /// Told when a run ends, so the next one may start.
+    finished_tx: mpsc::Sender<String>,
+    finished_rx: mpsc::Receiver<String>,
+}
+
+impl LocalTests {
+    pub(super) fn new(
+        config: Config,
+        events: EventSink,
+        hub: Arc<Hub>,
+        results_dir: PathBuf,
+        engine_cancel: CancellationToken,
+    ) -> Self {
+        let (finished_tx, finished_rx) = mpsc::channel(4);
+        Self { config, events, hub, results_dir, engine_cancel, running: None, finished_tx, finished_rx }
+    }
+
+    /// Forgets runs that have ended.
+    fn reap(&mut self) {
+        while let Ok(name) = self.finished_rx.try_recv() {
+            if self.running.as_ref().is_some_and(|(n, _)| *n == name) {
+                self.running = None;
+            }
+        }
+    }
+
+    pub(super) fn run(&mut self, name: &str) -> Result<Ack, CommandError> {
+        self.reap();
+        let test = self
+            .config
+            .tests
+            .iter()
+            .find(|t| t.name == name)
+            .cloned()
+            .ok_or_else(|| CommandError::new(format!("no test `{name}` in the configuration")))?;
+        if let Some((other, _)) = &self.running {
+            return Err(CommandError::new(format!("{other} is running; one test runs at a time")));
+        }
+        if test.kind == TestKind::Deploy {
+            return Err(CommandError::new(format!(
+                "{name} is a deployment test: renting GPUs through the shopper is not built into this version yet"
+            )));
+        }
+        let model = self.config.models.iter().find(|m| m.id == test.model).ok_or_else(|| {
+            CommandError::new(format!("{name} names model `{}`, which is not configured", test.model))
+        })?;
+        let state = self.hub.snapshot().state.model(&model.id).map(|m| m.state).unwrap_or_default();
+        if state != ModelState::Ready {
+            return Err(CommandError::new(format!("{} is {}, not ready: start it first", model.id, state.name())));
+        }
+        let mut opts = ProbeOptions::from_config(model.base_url(), None, &test.probe);
+        let key_var = model.api_key_env.as_ref();
+        opts.api_key =
+            key_var.and_then(|var| model.env.get(var).cloned().or_else(|| std::env::var(var).ok())).map(ApiKey::new);
+        let cancel = self.engine_cancel.child_token();
+        self.running = Some((name.to_owned(), cancel.clone()));
+        let run = TestRun {
+            test,
+            events: self.events.clone(),
+            results_dir: self.results_dir.clone(),
+            finished: self.finished_tx.clone(),
+        };
+        tokio::spawn(run.go(opts, cancel));
+        Ok(Ack { message: format!("running {name}") })
+    }
+
+    pub(super) fn cancel(&mut self, name: &str) -> Result<Ack, CommandError> {
+        self.reap();
+        match &self.running {
+            Some((running, token)) if running == name => {
+                token.cancel();
+                Ok(Ack { message: format!("cancelling {name}") })
+            }
+            _ => Err(CommandError::new(format!("{name} is not running"))),
+        }
+    }
+}
+
+struct TestRun {
+    test: TestConfig,
+    events: EventSink,
+    results_dir: PathBuf,
+    finished: mpsc::Sender<String>,
+}
+
+impl TestRun {
+    async fn go(self, opts: ProbeOptions, cancel: CancellationToken) {
+        let name = self.test.name.clone();
+        self.emit(TestChange::Running { target: opts.base_url.clone() }).await;
+        let (progress_tx, mut progress_rx) = mpsc::channel(8);
+        let forward = {
+            let (events, test) = (self.events.clone(), name.clone());
+            tokio::spawn(async move {
+                while let Some(progress) = progress_rx.recv().await {
+                    let _ =
+                        events.send(Event::Probe(ProbeEvent { ts: Utc::now(), test: test.clone(), progress })).await;
+                }
+            })
+        };
+        let result = probe::run(opts, cancel.clone(), Some(progress_tx)).await;
+        let _ = forward.await;
+        let change = match result {
+            Ok(report) => {
+                let mut summary = summarize(&report);
+                summary.report_file = self.save(&report).await;
+                if cancel.is_cancelled() {
+                    TestChange::Cancelled { summary: Some(summary) }
+                } else if report.all_succeeded() {
+                    TestChange::Passed { summary }
+                } else {
+                    let failed = report.requests - report.count(Outcome::Success);
+                    TestChange::Failed {
+                        reason: format!("{failed} of {} requests failed", report.requests),
+                        summary: Some(summary),
+                    }
+                }
+            }
+            Err(probe::ProbeError::Cancelled) => TestChange::Cancelled { summary: None },
+            Err(e) => TestChange::Failed { reason: e.to_string(), summary: None },
+        };
+        // Free the slot first: whoever sees the verdict may start the next run at once.
+        let _ = self.finished.send(name).await;
+        self.emit(change).await;
+    }
+
+    async fn emit(&self, change: TestChange) {
+        let _ = self.events.send(Event::Test(TestEvent { ts: Utc::now(), test: self.test.name.clone(), change })).await;
+    }
+
+    /// Writes the report as JSON to `<data dir>/results/<test>-<time>.json`.
+    async fn save(&self, report: &ProbeReport) -> Option<String> {
+        let stem = crate::logs::file::sanitize_file_stem(&self.test.name);
+        let path = self.results_dir.join(format!("{stem}-{}.json", Utc::now().format("%Y%m%dT%H%M%SZ")));
+        let json = serde_json::to_vec_pretty(report).ok()?;
+        let write = async {
+            tokio::fs::create_dir_all(&self.results_dir).await?;
+            tokio::fs::write(&path, json).await
+        };
+        match write.await {
+            Ok(()) => Some(path.display().to_string()),
+            Err(e) => {
+                tracing::warn!("writing the report of {} to {}: {e}", self.test.name, path.display());
+                None
+            }
+        }
+    }
+}
+
+fn summarize(r: &ProbeReport) -> TestSummary {
+    TestSummary {
+        requests: r.requests,
+        succeeded: r.count(Outcome::Success),
+        latency_p50_ms: r.latency_ms.p50,
+        ttft_p50_ms: r.ttft_ms.p50,
+        output_tokens_per_s: r.output_tokens_per_s,
+        expected_answer_rate: r.expected_answer_rate,
+        report_file: None,
+    }
+}

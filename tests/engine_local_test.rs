@@ -1,0 +1,118 @@
+//! The engine through its public API: a local test probes a supervised mock model, reports live
+//! figures as events, writes its report, and can be cancelled.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmdeck::config;
+use llmdeck::engine::{Command, Engine, EngineOptions, Event, ModelChange, TestChange};
+use tokio::sync::broadcast;
+
+fn options(sb: &common::Sandbox, probe: &str, mock_args: &str) -> EngineOptions {
+    let yaml = format!(
+        "gpu: {{ backend: none }}\nmodels:\n{}{}tests:\n  - {{ name: smoke, kind: local, model: m, probe: {probe} }}\n  - {{ name: elsewhere, kind: local, model: idle }}\n",
+        common::mock_model("m", common::free_port(), mock_args, ""),
+        common::mock_model("idle", common::free_port(), "", "    autostart: false\n"),
+    );
+    let config = config::load_str(&yaml, "test").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    EngineOptions {
+        log_dir: sb.path().join("logs"),
+        state_dir: sb.path().join("state"),
+        data_dir: sb.path().join("data"),
+        config,
+        config_path: None,
+        gpu_backend: None,
+    }
+}
+
+async fn next_matching(
+    events: &mut broadcast::Receiver<Arc<Event>>,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    let wait = async {
+        loop {
+            match events.recv().await {
+                Ok(e) if pred(&e) => return (*e).clone(),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("engine closed while waiting for {what}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), wait).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+fn model_ready(id: &'static str) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::Model(m) if m.model == id && matches!(m.change, ModelChange::Ready { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_test_probes_its_model_with_live_progress_and_a_saved_report() {
+    let sb = common::Sandbox::new();
+    let engine =
+        Engine::start(options(&sb, "{ requests: 12, concurrency: 2, max_tokens: 16 }", ", --latency-ms, \"50\""))
+            .await
+            .expect("engine");
+    let handle = engine.handle();
+    let mut events = handle.subscribe().events;
+    next_matching(&mut events, "the model to be ready", model_ready("m")).await;
+
+    // A test whose model is not running is refused with a reason, not queued.
+    let refused = handle.send(Command::RunTest { test: "elsewhere".into() }).await.expect_err("idle model");
+    assert!(refused.message.contains("not ready"), "{}", refused.message);
+
+    handle.send(Command::RunTest { test: "smoke".into() }).await.expect("run accepted");
+    let busy = handle.send(Command::RunTest { test: "smoke".into() }).await.expect_err("one at a time");
+    assert!(busy.message.contains("one test runs at a time"), "{}", busy.message);
+    next_matching(&mut events, "live probe figures", |e| matches!(e, Event::Probe(p) if p.test == "smoke")).await;
+    let done = next_matching(
+        &mut events,
+        "the verdict",
+        |e| matches!(e, Event::Test(t) if !matches!(t.change, TestChange::Running { .. })),
+    )
+    .await;
+    let Event::Test(t) = done else { unreachable!() };
+    let TestChange::Passed { summary } = t.change else { panic!("expected a pass: {:?}", t.change) };
+    assert_eq!((summary.requests, summary.succeeded), (12, 12));
+    assert_eq!(summary.expected_answer_rate, Some(1.0));
+    let report = summary.report_file.expect("report written");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).expect("report file")).expect("json");
+    assert_eq!(json["requests"], 12);
+    assert_eq!(
+        handle.snapshot().state.tests[0].last.as_ref().map(|r| r.verdict),
+        Some(llmdeck::engine::TestVerdict::Pass)
+    );
+    engine.shutdown("test over").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_test_ends_it_as_cancelled() {
+    let sb = common::Sandbox::new();
+    let engine =
+        Engine::start(options(&sb, "{ requests: 1000, concurrency: 2, max_tokens: 16 }", ", --latency-ms, \"200\""))
+            .await
+            .expect("engine");
+    let handle = engine.handle();
+    let mut events = handle.subscribe().events;
+    next_matching(&mut events, "the model to be ready", model_ready("m")).await;
+    handle.send(Command::RunTest { test: "smoke".into() }).await.expect("run accepted");
+    next_matching(
+        &mut events,
+        "the run to start",
+        |e| matches!(e, Event::Test(t) if matches!(t.change, TestChange::Running { .. })),
+    )
+    .await;
+    handle.send(Command::CancelTest { test: "smoke".into() }).await.expect("cancel accepted");
+    let done = next_matching(
+        &mut events,
+        "the verdict",
+        |e| matches!(e, Event::Test(t) if !matches!(t.change, TestChange::Running { .. })),
+    )
+    .await;
+    assert!(matches!(done, Event::Test(ref t) if matches!(t.change, TestChange::Cancelled { .. })), "{done:?}");
+    // The next run may start.
+    handle.send(Command::RunTest { test: "smoke".into() }).await.expect("a new run after the cancel");
+    engine.shutdown("test over").await;
+}
