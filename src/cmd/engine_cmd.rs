@@ -192,8 +192,7 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
     );
     let mut sigint = signal(SignalKind::interrupt()).wrap_err("listening for SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).wrap_err("listening for SIGTERM")?;
-    let engine = Engine::start(opts).await.wrap_err("starting the engine")?;
-    let sub = engine.handle().subscribe();
+    let (engine, sub) = Engine::start_subscribed(opts).await.wrap_err("starting the engine")?;
     // A thread: a slow reader of stdout must never stall the runtime.
     let printer = std::thread::Builder::new()
         .name("llmdeck-events-out".into())

@@ -88,11 +88,18 @@ pub struct Engine {
 
 impl Engine {
     pub async fn start(opts: EngineOptions) -> Result<Engine> {
+        Ok(Self::start_subscribed(opts).await?.0)
+    }
+
+    /// Starts the engine with a subscription taken before the first event, so the subscriber
+    /// sees every event (the daemon's JSON stream must not miss the first `starting`).
+    pub async fn start_subscribed(opts: EngineOptions) -> Result<(Engine, Subscription)> {
         let host = crate::util::hostname();
         let config_path = opts.config_path.as_ref().map(|p| p.display().to_string());
         let initial = State::new(&opts.config, config_path, host.clone());
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let hub = Arc::new(hub::Hub::new(initial, opts.config.logs.ring_lines));
+        let first_subscriber = hub.subscribe();
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(hub::run(hub.clone(), events_rx));
@@ -122,7 +129,8 @@ impl Engine {
             cancel.clone(),
         );
         tasks.spawn(route_commands(commands_rx, supervisor.clone_handle(), tests, cancel.clone()));
-        Ok(Engine { handle: EngineHandle { commands, hub }, cancel, supervisor, tasks, events })
+        let engine = Engine { handle: EngineHandle { commands, hub }, cancel, supervisor, tasks, events };
+        Ok((engine, first_subscriber))
     }
 
     pub fn handle(&self) -> EngineHandle {
