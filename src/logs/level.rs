@@ -218,6 +218,16 @@ fn exception_line(head: &[u8]) -> Option<Level> {
     (is_class && (class.ends_with(b"Error") || class.ends_with(b"Exception"))).then_some(Level::Error)
 }
 
+/// The message of a line, without the server's own time/level header and process prefix: what
+/// a one-line summary has room for.
+pub fn without_header(line: &str) -> &str {
+    let line = line.trim();
+    match redundant_header(line) {
+        Some(header) => line.get(header.end..).unwrap_or(line).trim_start(),
+        None => line,
+    }
+}
+
 /// The header of a line that repeats what the Logs pane's time and level columns already show,
 /// for the formats where it is one contiguous run: vLLM `INFO 11-23 14:02:11 [file.py:12] `
 /// (after any `(EngineCore_DP0 pid=1) ` prefix, which is kept), uvicorn `INFO:     ` and Rust
@@ -289,6 +299,13 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn without_header_keeps_the_message_only() {
+        let vllm = "(EngineCore_DP0 pid=17822) ERROR 11-23 16:52:48 [core.py:708] torch.OutOfMemoryError: CUDA out of memory.";
+        assert_eq!(without_header(vllm), "torch.OutOfMemoryError: CUDA out of memory.");
+        assert_eq!(without_header("  plain message "), "plain message");
+    }
+
     use super::*;
 
     fn lvl(line: &str) -> Option<Level> {

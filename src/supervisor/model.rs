@@ -536,7 +536,7 @@ fn crash_reason(
         Ok(_) => base,
     };
     match oom_line {
-        Some(line) => format!("CUDA out of memory ({base}): {}", line.trim()),
+        Some(line) => format!("CUDA out of memory ({base}): {}", crate::logs::level::without_header(line)),
         None => base,
     }
 }

@@ -55,10 +55,15 @@ fn elapsed_ms(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> u64 {
 fn uptime(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> String {
     match m.state {
         ModelState::Ready | ModelState::Unhealthy | ModelState::Starting => {
-            fmt_duration_ms(elapsed_ms(app, m, ctx) / 1000 * 1000)
+            format_uptime(elapsed_ms(app, m, ctx))
         }
         _ => "—".into(),
     }
+}
+
+/// Whole seconds: `0s`, `41s`, `2m05s`.
+fn format_uptime(ms: u64) -> String {
+    if ms < 1000 { "0s".into() } else { fmt_duration_ms(ms / 1000 * 1000) }
 }
 
 fn last_exit(m: &ModelStatus) -> String {
@@ -171,7 +176,7 @@ fn last_bad_news(app: &App, ctx: &ViewCtx) -> Option<Line<'static>> {
         .max_by_key(|m| m.last_exit.as_ref().map(|e| e.ts))?;
     let exit = m.last_exit.as_ref()?;
     let what = if exit.oom {
-        m.last_oom_line.clone().unwrap_or_else(|| "CUDA out of memory".into())
+        m.last_oom_line.as_deref().map(crate::logs::level::without_header).unwrap_or("CUDA out of memory").to_owned()
     } else {
         m.timeline
             .iter()
