@@ -15,20 +15,14 @@ fn a_hung_nvml_call_marks_the_pane_stale_while_keys_still_work() {
     assert!(!fake.is_empty(), "build.rs could not compile tests/fake_nvml");
     let sb = Sandbox::new();
     let config = sb.write_config("gpu:\n  backend: nvml\n  sample_ms: 200\n");
-    let p = sb.path();
-    let env = vec![
-        ("HOME", p.display().to_string()),
-        ("XDG_CONFIG_HOME", p.join("config").display().to_string()),
-        ("XDG_DATA_HOME", p.join("data").display().to_string()),
-        ("XDG_STATE_HOME", p.join("state").display().to_string()),
-        ("TERM", "xterm-256color".into()),
-        ("PS1", "$ ".into()),
+    let mut env = sb.tmux_env();
+    env.extend([
         ("LLMDECK_NVML_LIB", fake.to_owned()),
         // The third power reading (the second sample's GPU 0) never returns.
         ("FAKE_NVML_SCENARIO", "hang".into()),
         ("FAKE_NVML_HANG_FN", "nvmlDeviceGetPowerUsage".into()),
         ("FAKE_NVML_HANG_AFTER", "2".into()),
-    ];
+    ]);
     let t = Tmux::start(120, 40, &env);
     t.type_line(&format!("'{BIN}' --config '{}'", config.display()));
     t.wait_text("H100 80GB", Duration::from_secs(10));

@@ -41,15 +41,7 @@ fn a_two_million_line_flood_is_kept_in_order_in_bounded_memory_while_keys_work()
         "    stop_timeout_s: 2".into(),
     ];
     let config = sb.write_config(&yaml.join("\n"));
-    let p = sb.path();
-    let env = [
-        ("HOME", p.display().to_string()),
-        ("XDG_STATE_HOME", p.join("state").display().to_string()),
-        ("XDG_DATA_HOME", p.join("data").display().to_string()),
-        ("TERM", "xterm-256color".into()),
-        ("PS1", "$ ".into()),
-    ];
-    let t = Tmux::start(120, 40, &env);
+    let t = Tmux::start(120, 40, &sb.tmux_env());
     t.type_line(&format!("exec '{BIN}' --config '{}'", config.display()));
     t.wait_text("4 Logs", Duration::from_secs(10));
     let pid = t.pane_pid();

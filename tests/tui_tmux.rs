@@ -7,22 +7,10 @@ use std::time::Duration;
 use common::tmux::Tmux;
 use common::{BIN, Sandbox};
 
-fn sandbox_env(sb: &Sandbox) -> Vec<(&'static str, String)> {
-    let p = sb.path();
-    vec![
-        ("HOME", p.display().to_string()),
-        ("XDG_CONFIG_HOME", p.join("config").display().to_string()),
-        ("XDG_DATA_HOME", p.join("data").display().to_string()),
-        ("XDG_STATE_HOME", p.join("state").display().to_string()),
-        ("TERM", "xterm-256color".into()),
-        ("PS1", "$ ".into()),
-    ]
-}
-
 #[test]
 fn demo_shows_four_panes_help_and_quits_to_a_usable_shell() {
     let sb = Sandbox::new();
-    let t = Tmux::start(120, 40, &sandbox_env(&sb));
+    let t = Tmux::start(120, 40, &sb.tmux_env());
     t.type_line(&format!("'{BIN}' demo"));
     t.wait_for("the four pane titles", Duration::from_secs(10), |s| {
         ["1 Models", "2 GPUs", "3 Tests", "4 Logs"].iter().all(|title| s.contains(title))
@@ -71,7 +59,7 @@ fn child_of(pid: u32) -> u32 {
 fn sigterm_and_sigint_stop_the_tui_and_restore_the_terminal() {
     for (signal, code) in [("TERM", 0), ("INT", 130)] {
         let sb = Sandbox::new();
-        let t = Tmux::start(100, 30, &sandbox_env(&sb));
+        let t = Tmux::start(100, 30, &sb.tmux_env());
         t.type_line(&format!("'{BIN}' demo; echo \"exit=$?\""));
         t.wait_text("1 Models", Duration::from_secs(10));
         t.wait_text("● ready", Duration::from_secs(20));

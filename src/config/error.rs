@@ -193,3 +193,25 @@ mod tests {
         assert_eq!(shown(&"x".repeat(100)).chars().count(), 61);
     }
 }
+
+/// A problem at a known position, before the file's name is attached (from scanning or parsing).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LocatedFailure {
+    pub pos: Pos,
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl LocatedFailure {
+    /// The failure as the one error of the file `origin`.
+    pub(crate) fn in_file(self, origin: &str) -> ConfigErrors {
+        ConfigErrors::one(ConfigError {
+            origin: origin.to_owned(),
+            pos: Some(self.pos),
+            kind: self.kind,
+            message: self.message,
+            hint: self.hint,
+        })
+    }
+}

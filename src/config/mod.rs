@@ -52,24 +52,8 @@ pub fn load_str_with_env(text: &str, origin: &str, env: Env<'_>) -> Result<Confi
     if text.len() > MAX_FILE_BYTES {
         return Err(ConfigErrors::one(too_large(origin, text.as_bytes())));
     }
-    let map = SourceMap::scan(text).map_err(|f| {
-        ConfigErrors::one(ConfigError {
-            origin: origin.to_owned(),
-            pos: Some(f.pos),
-            kind: f.kind,
-            message: f.message,
-            hint: f.hint,
-        })
-    })?;
-    let mut config = parse::parse(text, &map).map_err(|f| {
-        ConfigErrors::one(ConfigError {
-            origin: origin.to_owned(),
-            pos: Some(f.pos),
-            kind: f.kind,
-            message: f.message,
-            hint: f.hint,
-        })
-    })?;
+    let map = SourceMap::scan(text).map_err(|f| f.in_file(origin))?;
+    let mut config = parse::parse(text, &map).map_err(|f| f.in_file(origin))?;
     let mut issues = expand::expand_config(&mut config, env);
     // A value whose expansion failed still holds `${...}`: do not report it twice.
     let unexpanded: HashSet<String> = issues.iter().map(|i| i.path.clone()).collect();

@@ -11,13 +11,7 @@ use super::source_map::{
 use super::suggest::closest;
 
 /// A parse failure with its position.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ParseFailure {
-    pub pos: Pos,
-    pub kind: ErrorKind,
-    pub message: String,
-    pub hint: Option<String>,
-}
+pub(crate) type ParseFailure = super::error::LocatedFailure;
 
 /// Deserializes `text` (already scanned into `map`) into a [`Config`].
 pub(crate) fn parse(text: &str, map: &SourceMap) -> Result<Config, ParseFailure> {

@@ -43,13 +43,7 @@ pub(crate) struct Node {
 }
 
 /// A problem found while scanning: not YAML, or over a limit.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ScanFailure {
-    pub pos: Pos,
-    pub kind: ErrorKind,
-    pub message: String,
-    pub hint: Option<String>,
-}
+pub(crate) type ScanFailure = super::error::LocatedFailure;
 
 #[derive(Debug, Default)]
 pub(crate) struct SourceMap {

@@ -301,7 +301,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 mod tests {
     #[test]
     fn without_header_keeps_the_message_only() {
-        let vllm = "(EngineCore_DP0 pid=17822) ERROR 11-23 16:52:48 [core.py:708] torch.OutOfMemoryError: CUDA out of memory.";
+        let vllm =
+            "(EngineCore_DP0 pid=17822) ERROR 11-23 16:52:48 [core.py:708] torch.OutOfMemoryError: CUDA out of memory.";
         assert_eq!(without_header(vllm), "torch.OutOfMemoryError: CUDA out of memory.");
         assert_eq!(without_header("  plain message "), "plain message");
     }

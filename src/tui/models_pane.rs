@@ -54,9 +54,7 @@ fn elapsed_ms(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> u64 {
 
 fn uptime(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> String {
     match m.state {
-        ModelState::Ready | ModelState::Unhealthy | ModelState::Starting => {
-            format_uptime(elapsed_ms(app, m, ctx))
-        }
+        ModelState::Ready | ModelState::Unhealthy | ModelState::Starting => format_uptime(elapsed_ms(app, m, ctx)),
         _ => "—".into(),
     }
 }

@@ -41,6 +41,19 @@ impl Sandbox {
         cmd
     }
 
+    /// The environment for llmdeck in a tmux pane: these dirs, a real terminal type, a plain prompt.
+    pub fn tmux_env(&self) -> Vec<(&'static str, String)> {
+        let p = self.path();
+        vec![
+            ("HOME", p.display().to_string()),
+            ("XDG_CONFIG_HOME", p.join("config").display().to_string()),
+            ("XDG_DATA_HOME", p.join("data").display().to_string()),
+            ("XDG_STATE_HOME", p.join("state").display().to_string()),
+            ("TERM", "xterm-256color".into()),
+            ("PS1", "$ ".into()),
+        ]
+    }
+
     pub fn write_config(&self, yaml: &str) -> PathBuf {
         let path = self.path().join("config.yaml");
         std::fs::write(&path, yaml).expect("write config");
