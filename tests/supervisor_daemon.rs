@@ -107,7 +107,7 @@ fn restart_policies_backoff_and_oom_through_the_daemon() {
 }
 
 #[test]
-fn health_404_means_models_only_and_stop_by_signal_is_reported() {
+fn health_404_means_models_only_and_sighup_is_survived() {
     let sb = Sandbox::new();
     let port = free_port();
     // A health path the mock does not serve: readiness rests on /v1/models alone.
@@ -116,6 +116,11 @@ fn health_404_means_models_only_and_stop_by_signal_is_reported() {
     let mut d = Daemon::start(&sb, &config);
     let ready = d.wait_for("ready", LONG, is("nohealth", "ready"));
     assert_eq!(ready["health"], "models_only", "{ready}");
+    // A hang-up (the SSH session closed) does not stop the daemon or its models.
+    d.signal(1);
+    d.drain_for(Duration::from_millis(500));
+    assert!(d.child.try_wait().expect("try_wait").is_none(), "the daemon exited on SIGHUP");
+    assert!(!d.states_of("nohealth").contains(&"stopping".to_owned()));
     d.signal(2);
     assert!(d.wait_exit(Duration::from_secs(20)).success());
 }

@@ -192,15 +192,20 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
     );
     let mut sigint = signal(SignalKind::interrupt()).wrap_err("listening for SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).wrap_err("listening for SIGTERM")?;
+    // A daemon outlives the SSH session that started it: a hang-up is noted, not obeyed.
+    let mut sighup = signal(SignalKind::hangup()).wrap_err("listening for SIGHUP")?;
     let (engine, sub) = Engine::start_subscribed(opts).await.wrap_err("starting the engine")?;
     // A thread: a slow reader of stdout must never stall the runtime.
     let printer = std::thread::Builder::new()
         .name("llmdeck-events-out".into())
         .spawn(move || print_events(sub.events))
         .wrap_err("starting the event printer")?;
-    let reason = tokio::select! {
-        _ = sigint.recv() => "SIGINT",
-        _ = sigterm.recv() => "SIGTERM",
+    let reason = loop {
+        tokio::select! {
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sighup.recv() => tracing::info!("SIGHUP ignored: the daemon keeps supervising (stop it with SIGTERM)"),
+        }
     };
     eprintln!("llmdeck daemon: {reason}: stopping every model");
     engine.shutdown(reason).await;
