@@ -53,7 +53,7 @@ fn llmdeck_capture(dir: &std::path::Path, name: &str, lines: u64) -> f64 {
     let file = RotatingFile::open(dir, name, 1 << 40, 1).expect("log file");
     let target = CaptureTarget {
         source: LogSource::Model(name.into()),
-        events,
+        events: events.downgrade(),
         file: Arc::new(Mutex::new(file)),
         oom: Arc::new(Mutex::new(OomWatch::default())),
         dropped: Arc::new(AtomicU64::new(0)),
@@ -76,6 +76,7 @@ fn llmdeck_capture(dir: &std::path::Path, name: &str, lines: u64) -> f64 {
     });
     child.wait().expect("seq");
     let _ = done.blocking_recv();
+    drop(events);
     let elapsed = start.elapsed().as_secs_f64();
     let (delivered, dropped, held) = viewer.join().expect("viewer");
     eprintln!("  {name}: {delivered} lines to the ring, {dropped} dropped from the view, {held} held");

@@ -8,7 +8,8 @@ fn main() -> ExitCode {
     match llmdeck::cmd::dispatch(cli) {
         Ok(code) => code,
         Err(report) => {
-            eprintln!("llmdeck: {report:?}");
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "llmdeck: {report:?}");
             llmdeck::exit::code(llmdeck::exit::FAILED)
         }
     }

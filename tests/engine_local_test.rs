@@ -74,7 +74,15 @@ async fn a_local_test_probes_its_model_with_live_progress_and_a_saved_report() {
     )
     .await;
     let Event::Test(t) = done else { unreachable!() };
-    let TestChange::Passed { summary } = t.change else { panic!("expected a pass: {:?}", t.change) };
+    let TestChange::Passed { summary } = t.change else {
+        let report = match &t.change {
+            TestChange::Failed { summary: Some(s), .. } => {
+                s.report_file.as_ref().and_then(|f| std::fs::read_to_string(f).ok())
+            }
+            _ => None,
+        };
+        panic!("expected a pass: {:?}\n{}", t.change, report.unwrap_or_default())
+    };
     assert_eq!((summary.requests, summary.succeeded), (12, 12));
     assert_eq!(summary.expected_answer_rate, Some(1.0));
     let report = summary.report_file.expect("report written");

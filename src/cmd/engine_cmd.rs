@@ -16,6 +16,15 @@ use crate::engine::{Engine, EngineEventKind, EngineOptions, Event};
 use crate::exit;
 use crate::tui::{self, Exit, TuiOptions, app::Origin};
 
+/// Like `eprintln!`, but a closed or hung-up terminal (EIO after the SSH session ended) is not
+/// a reason to panic in the middle of stopping models.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The demo's configuration, with `${...}` filled in by [`demo`].
 pub const DEMO_CONFIG: &str = include_str!("../../assets/demo.yaml");
 
@@ -27,13 +36,13 @@ pub fn config_path(global: &GlobalArgs) -> Option<PathBuf> {
 /// Loads the config for commands that need one, or explains what to do and gives exit 2.
 pub async fn load_config(global: &GlobalArgs) -> std::result::Result<(Config, PathBuf), ExitCode> {
     let Some(path) = config_path(global) else {
-        eprintln!("llmdeck: cannot work out a config path (no home directory); pass --config PATH");
+        say!("llmdeck: cannot work out a config path (no home directory); pass --config PATH");
         return Err(exit::code(exit::USAGE));
     };
     if !path.exists() {
-        eprintln!("llmdeck: no configuration file at {}", path.display());
-        eprintln!("  try `llmdeck demo` to see llmdeck on built-in mock models,");
-        eprintln!("  or `llmdeck config init` to write a documented example there, then edit it.");
+        say!("llmdeck: no configuration file at {}", path.display());
+        say!("  try `llmdeck demo` to see llmdeck on built-in mock models,");
+        say!("  or `llmdeck config init` to write a documented example there, then edit it.");
         return Err(exit::code(exit::USAGE));
     }
     let loaded = {
@@ -43,11 +52,11 @@ pub async fn load_config(global: &GlobalArgs) -> std::result::Result<(Config, Pa
     match loaded {
         Ok(Ok(cfg)) => Ok((cfg, path)),
         Err(join_error) => {
-            eprintln!("llmdeck: reading the configuration failed: {join_error}");
+            say!("llmdeck: reading the configuration failed: {join_error}");
             Err(exit::code(exit::FAILED))
         }
         Ok(Err(errors)) => {
-            eprintln!("{errors}");
+            say!("{errors}");
             Err(exit::code(exit::USAGE))
         }
     }
@@ -121,7 +130,7 @@ async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result
     // The terminal is restored by now: progress can go to stderr.
     let active = engine.handle().snapshot().state.models.iter().filter(|m| m.state.is_active()).count();
     if active > 0 {
-        eprintln!("llmdeck: stopping {active} model{}…", if active == 1 { "" } else { "s" });
+        say!("llmdeck: stopping {active} model{}…", if active == 1 { "" } else { "s" });
     }
     engine.shutdown("the operator quit").await;
     match outcome? {
@@ -142,7 +151,7 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
         Ok(c) => c,
         Err(errors) => {
             // A broken embedded config is our bug, but say it plainly.
-            eprintln!("{errors}");
+            say!("{errors}");
             return Ok(exit::code(exit::FAILED));
         }
     };
@@ -151,7 +160,7 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
     let code = run_tui(opts, global, "demo").await;
     if args.keep_dir {
         let kept = dir.keep();
-        eprintln!("llmdeck: the demo's logs are in {}", kept.display());
+        say!("llmdeck: the demo's logs are in {}", kept.display());
     }
     code
 }
@@ -185,7 +194,7 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
     };
     let opts = engine_options_for(config, path)?;
     let _log_guard = init_tracing(&opts.state_dir)?;
-    eprintln!(
+    say!(
         "llmdeck daemon: supervising {} model(s); model logs in {}; events on stdout",
         opts.config.models.len(),
         opts.log_dir.display()
@@ -207,7 +216,7 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
             _ = sighup.recv() => tracing::info!("SIGHUP ignored: the daemon keeps supervising (stop it with SIGTERM)"),
         }
     };
-    eprintln!("llmdeck daemon: {reason}: stopping every model");
+    say!("llmdeck daemon: {reason}: stopping every model");
     engine.shutdown(reason).await;
     let _ = tokio::task::spawn_blocking(move || printer.join()).await;
     Ok(exit::code(exit::OK))

@@ -310,7 +310,10 @@ mod tests {
     fn custom_errors_get_the_path() {
         let f = fail(&format!("{MODEL}    stop_timeout_s: 0\n"));
         assert_eq!(f.pos, Pos::new(5, 21));
-        assert!(f.message.starts_with("`models[0].stop_timeout_s`: a duration must be a positive number of seconds"));
+        assert!(
+            f.message
+                .starts_with("`models[0].stop_timeout_s`: a duration must be a number of seconds from 0.01 to 604800")
+        );
     }
 
     #[test]

@@ -300,8 +300,11 @@ pub mod secs {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let v = f64::deserialize(d)?;
-        if !v.is_finite() || v <= 0.0 {
-            return Err(D::Error::custom(format!("a duration must be a positive number of seconds, got {v}")));
+        // Below 10 ms a loop would spin; above a week a deadline is a typo (and would overflow).
+        if !v.is_finite() || !(0.01..=604_800.0).contains(&v) {
+            return Err(D::Error::custom(format!(
+                "a duration must be a number of seconds from 0.01 to 604800 (7 days), got {v}"
+            )));
         }
         Duration::try_from_secs_f64(v).map_err(|e| D::Error::custom(format!("duration out of range: {e}")))
     }

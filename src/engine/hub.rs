@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
@@ -38,12 +39,15 @@ pub(super) struct Hub {
 struct Inner {
     state: State,
     tails: BTreeMap<LogSource, Ring<LogLine>>,
+    /// When each model last changed state, by the engine's clock: snapshots carry ages, never
+    /// instants, so a viewer counts uptimes and countdowns on from when it received them.
+    changed_at: BTreeMap<String, Instant>,
 }
 
 impl Hub {
     pub(super) fn new(state: State, _ring_lines: usize) -> Self {
         let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-        Self { inner: Mutex::new(Inner { state, tails: BTreeMap::new() }), fanout }
+        Self { inner: Mutex::new(Inner { state, tails: BTreeMap::new(), changed_at: BTreeMap::new() }), fanout }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -54,6 +58,9 @@ impl Hub {
     pub(super) fn publish(&self, event: Event) {
         let mut inner = self.lock();
         inner.state.apply(&event);
+        if let Event::Model(m) = &event {
+            inner.changed_at.insert(m.model.clone(), Instant::now());
+        }
         if let Event::Log(batch) = &event {
             let tail = inner.tails.entry(batch.source.clone()).or_insert_with(|| Ring::new(LOG_TAIL_LINES));
             let skip = batch.lines.len().saturating_sub(LOG_TAIL_LINES);
@@ -69,6 +76,11 @@ impl Hub {
         snapshot_of(&self.lock())
     }
 
+    /// One model's state, without cloning a whole snapshot.
+    pub(super) fn model_state(&self, id: &str) -> Option<super::ModelState> {
+        self.lock().state.model(id).map(|m| m.state)
+    }
+
     pub(super) fn subscribe(&self) -> Subscription {
         let inner = self.lock();
         Subscription { snapshot: snapshot_of(&inner), events: self.fanout.subscribe() }
@@ -76,8 +88,12 @@ impl Hub {
 }
 
 fn snapshot_of(inner: &Inner) -> Snapshot {
+    let mut state = inner.state.clone();
+    for m in &mut state.models {
+        m.state_age_ms = inner.changed_at.get(&m.id).map(|t| t.elapsed().as_millis() as u64);
+    }
     Snapshot {
-        state: inner.state.clone(),
+        state,
         log_tail: inner.tails.iter().map(|(k, ring)| (k.clone(), ring.iter().cloned().collect())).collect(),
     }
 }

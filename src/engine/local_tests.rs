@@ -22,6 +22,8 @@ pub(super) struct LocalTests {
     results_dir: PathBuf,
     engine_cancel: CancellationToken,
     running: Option<(String, CancellationToken)>,
+    /// The running test's task, so shutdown can wait for its verdict.
+    task: Option<tokio::task::JoinHandle<()>>,
     /// Told when a run ends, so the next one may start.
     finished_tx: mpsc::Sender<String>,
     finished_rx: mpsc::Receiver<String>,
@@ -36,7 +38,7 @@ impl LocalTests {
         engine_cancel: CancellationToken,
     ) -> Self {
         let (finished_tx, finished_rx) = mpsc::channel(4);
-        Self { config, events, hub, results_dir, engine_cancel, running: None, finished_tx, finished_rx }
+        Self { config, events, hub, results_dir, engine_cancel, running: None, task: None, finished_tx, finished_rx }
     }
 
     /// Forgets runs that have ended.
@@ -68,7 +70,7 @@ impl LocalTests {
         let model = self.config.models.iter().find(|m| m.id == test.model).ok_or_else(|| {
             CommandError::new(format!("{name} names model `{}`, which is not configured", test.model))
         })?;
-        let state = self.hub.snapshot().state.model(&model.id).map(|m| m.state).unwrap_or_default();
+        let state = self.hub.model_state(&model.id).unwrap_or_default();
         if state != ModelState::Ready {
             return Err(CommandError::new(format!("{} is {}, not ready: start it first", model.id, state.name())));
         }
@@ -84,8 +86,15 @@ impl LocalTests {
             results_dir: self.results_dir.clone(),
             finished: self.finished_tx.clone(),
         };
-        tokio::spawn(run.go(opts, cancel));
+        self.task = Some(tokio::spawn(run.go(opts, cancel)));
         Ok(Ack { message: format!("running {name}") })
+    }
+
+    /// Waits (briefly) for a cancelled run to report its verdict.
+    pub(super) async fn finish(&mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        }
     }
 
     pub(super) fn cancel(&mut self, name: &str) -> Result<Ack, CommandError> {

@@ -25,6 +25,9 @@ use crate::supervisor::{ModelProcesses, Supervisor};
 /// Producers' end of the event channel.
 pub type EventSink = mpsc::Sender<Event>;
 
+/// How long shutdown waits for the engine's own tasks after the models are gone.
+const SHUTDOWN_JOIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How many events may wait for the hub before producers wait (logs are dropped instead).
 pub const EVENT_QUEUE: usize = 1024;
 
@@ -84,6 +87,8 @@ pub struct Engine {
     supervisor: Supervisor,
     tasks: tokio::task::JoinSet<()>,
     events: EventSink,
+    /// The command router; it ends (after any running test ended) when the engine is cancelled.
+    router: tokio::task::JoinHandle<()>,
 }
 
 impl Engine {
@@ -128,8 +133,8 @@ impl Engine {
             opts.data_dir.join("results"),
             cancel.clone(),
         );
-        tasks.spawn(route_commands(commands_rx, supervisor.clone_handle(), tests, cancel.clone()));
-        let engine = Engine { handle: EngineHandle { commands, hub }, cancel, supervisor, tasks, events };
+        let router = tokio::spawn(route_commands(commands_rx, supervisor.clone_handle(), tests, cancel.clone()));
+        let engine = Engine { handle: EngineHandle { commands, hub }, cancel, supervisor, tasks, events, router };
         Ok((engine, first_subscriber))
     }
 
@@ -148,13 +153,20 @@ impl Engine {
             }),
         )
         .await;
-        self.supervisor.shutdown().await;
+        // Tests first (they end as cancelled, not as failed because their model went away),
+        // then the models, in parallel.
         self.cancel.cancel();
+        let _ = (&mut self.router).await;
+        self.supervisor.shutdown().await;
         emit(&self.events, Event::Engine(EngineEvent { ts: chrono::Utc::now(), kind: EngineEventKind::Stopped })).await;
         drop(self.events);
-        // The hub ends when every sender is gone; the router ends on cancel.
+        // The hub ends when every sender is gone (capture threads hold only weak ones).
         drop(self.handle);
-        while self.tasks.join_next().await.is_some() {}
+        let join_all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_JOIN, join_all).await.is_err() {
+            tracing::warn!("engine tasks still running {SHUTDOWN_JOIN:?} after shutdown: aborted");
+            self.tasks.abort_all();
+        }
     }
 }
 
@@ -174,15 +186,22 @@ async fn route_commands(
             _ = cancel.cancelled() => break,
             req = rx.recv() => match req { Some(r) => r, None => break },
         };
-        let answer = match &req.command {
-            Command::StartModel { .. } | Command::StopModel { .. } | Command::RestartModel { .. } => {
-                supervisor.command(req.command.clone()).await
+        let CommandRequest { command, reply } = req;
+        let answer = match command {
+            model_command @ (Command::StartModel { .. } | Command::StopModel { .. } | Command::RestartModel { .. }) => {
+                // Each on its own task: a model busy exiting must not hold up the others.
+                let supervisor = supervisor.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(supervisor.command(model_command).await);
+                });
+                continue;
             }
-            Command::RunTest { test } => tests.run(test),
-            Command::CancelTest { test } => tests.cancel(test),
+            Command::RunTest { test } => tests.run(&test),
+            Command::CancelTest { test } => tests.cancel(&test),
         };
-        let _ = req.reply.send(answer);
+        let _ = reply.send(answer);
     }
+    tests.finish().await;
     // Whatever is still queued gets an answer, not silence.
     rx.close();
     while let Ok(req) = rx.try_recv() {

@@ -141,6 +141,10 @@ pub struct ModelStatus {
     pub backoff_delay_ms: Option<u64>,
     /// GPU memory held by this model's processes, summed over GPUs (from the latest sample).
     pub gpu_memory_bytes: Option<u64>,
+    /// In snapshots only: how long ago the current state began, measured by the engine when it
+    /// took the snapshot (viewers count on from when they received it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_age_ms: Option<u64>,
     pub timeline: VecDeque<TimelineEntry>,
 }
 

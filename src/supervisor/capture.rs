@@ -10,13 +10,16 @@ use chrono::Utc;
 use tokio::sync::oneshot;
 
 use super::oom::OomWatch;
-use crate::engine::{Event, EventSink};
+use crate::engine::Event;
 use crate::logs::file::RotatingFile;
 use crate::logs::level::parse_level;
 use crate::logs::{LogBatch, LogLine, LogSource, Stream};
 
 /// Longest line kept; the rest is cut and the line marked truncated.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+/// Longest line kept in memory (the file keeps up to [`MAX_LINE_BYTES`]): with the line-count
+/// bounds of queues and rings, this bounds their bytes too.
+pub const MAX_VIEW_LINE_BYTES: usize = 16 * 1024;
 /// Most lines sent in one event (bounds the memory a queued event can hold).
 pub const MAX_BATCH_LINES: usize = 256;
 const READ_CHUNK: usize = 64 * 1024;
@@ -26,7 +29,9 @@ const TRUNCATION_MARK: &[u8] = b" [truncated by llmdeck]";
 #[derive(Clone)]
 pub struct CaptureTarget {
     pub source: LogSource,
-    pub events: EventSink,
+    /// Weak: a capture thread stuck on a pipe that some escaped grandchild holds open must not
+    /// keep the engine's event channel alive.
+    pub events: tokio::sync::mpsc::WeakSender<Event>,
     pub file: Arc<Mutex<RotatingFile>>,
     pub oom: Arc<Mutex<OomWatch>>,
     /// Lines not delivered to viewers since the last batch that got through.
@@ -61,9 +66,10 @@ impl CaptureTarget {
         let lines: Vec<LogLine> = raw_lines
             .iter()
             .map(|(raw, truncated)| {
-                let text = String::from_utf8_lossy(raw).into_owned();
+                let text = String::from_utf8_lossy(raw);
                 let is_oom = stream != Stream::Internal && oom.observe(&text);
-                LogLine { ts, stream, level: parse_level(&text), text, truncated: *truncated, oom: is_oom }
+                let (text, cut) = cap_for_view(text.into_owned());
+                LogLine { ts, stream, level: parse_level(&text), text, truncated: *truncated || cut, oom: is_oom }
             })
             .collect();
         drop(oom);
@@ -74,10 +80,24 @@ impl CaptureTarget {
         let count = lines.len() as u64;
         let dropped_before = self.dropped.swap(0, Ordering::Relaxed);
         let batch = LogBatch { source: self.source.clone(), lines, dropped_before };
-        if self.events.try_send(Event::Log(batch)).is_err() {
+        let sent = self.events.upgrade().is_some_and(|events| events.try_send(Event::Log(batch)).is_ok());
+        if !sent {
             self.dropped.fetch_add(dropped_before + count, Ordering::Relaxed);
         }
     }
+}
+
+/// Cuts a line to [`MAX_VIEW_LINE_BYTES`] at a character boundary; true if it was cut.
+fn cap_for_view(mut text: String) -> (String, bool) {
+    if text.len() <= MAX_VIEW_LINE_BYTES {
+        return (text, false);
+    }
+    let mut end = MAX_VIEW_LINE_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, true)
 }
 
 /// Splits a byte stream into lines, capping each at [`MAX_LINE_BYTES`].
@@ -86,26 +106,34 @@ pub struct LineSplitter {
     pending: Vec<u8>,
     /// Inside an over-long line whose head was already emitted.
     skipping: bool,
+    /// The last byte seen was a `\r` that ended a line: a `\n` right after it ends nothing.
+    after_cr: bool,
 }
 
 impl LineSplitter {
-    /// Feeds bytes; complete lines (without `\n` or `\r\n`) go to `out` with their truncation flag.
+    /// Feeds bytes; complete lines go to `out` with their truncation flag. Lines end at `\n`,
+    /// `\r\n`, or a lone `\r` (progress bars redraw with it while a model loads).
     pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<(Vec<u8>, bool)>) {
-        while let Some(nl) = memchr::memchr(b'\n', bytes) {
-            let (head, rest) = (&bytes[..nl], &bytes[nl + 1..]);
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) {
+            let (head, terminator, rest) = (&bytes[..end], bytes[end], &bytes[end + 1..]);
+            let crlf_tail = self.after_cr && end == 0 && terminator == b'\n';
+            self.after_cr = terminator == b'\r';
+            bytes = rest;
+            if crlf_tail {
+                continue;
+            }
             if self.skipping {
                 self.skipping = false;
             } else {
                 self.pending.extend_from_slice(head);
                 let mut line = std::mem::take(&mut self.pending);
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
                 let truncated = line.len() > MAX_LINE_BYTES;
                 line.truncate(MAX_LINE_BYTES);
                 out.push((line, truncated));
             }
-            bytes = rest;
+        }
+        if !bytes.is_empty() {
+            self.after_cr = false;
         }
         if self.skipping {
             return;
@@ -182,9 +210,9 @@ mod tests {
 
     #[test]
     fn joins_partial_lines_and_strips_crlf() {
-        let out = split(&[b"hel", b"lo\r\nwor", b"ld\n", b"tail"]);
+        let out = split(&[b"hel", b"lo\r", b"\nwor", b"ld\n", b"10%\r50%\r100%\n", b"tail"]);
         let texts: Vec<&[u8]> = out.iter().map(|(l, _)| l.as_slice()).collect();
-        assert_eq!(texts, [b"hello".as_slice(), b"world", b"tail"]);
+        assert_eq!(texts, [b"hello".as_slice(), b"world", b"10%", b"50%", b"100%", b"tail"]);
         assert!(out.iter().all(|(_, t)| !t));
     }
 

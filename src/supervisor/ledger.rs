@@ -36,13 +36,17 @@ pub struct Leftover {
 }
 
 impl Ledger {
-    /// Records this run. The run id is `<pid>-<start ticks>`: unique, and checkable in /proc.
+    /// Records this run. The run id is `<pid>-<start ticks>-<n>`: unique on this machine, and its
+    /// owner is checkable in /proc.
     pub fn open(state_dir: &Path) -> io::Result<Ledger> {
         let dir = state_dir.join("ledger");
         fs::create_dir_all(&dir)?;
         let me = std::process::id();
         let ticks = proc_stat(me).map(|s| s.start_ticks).unwrap_or(0);
-        let run_id = format!("{me}-{ticks}");
+        // Several engines may run in one process (tests do): each gets its own id.
+        static ENGINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let run_id = format!("{me}-{ticks}-{n}");
         let path = dir.join(format!("{run_id}.json"));
         let entry = Entry { run_id: run_id.clone(), owner_pid: me, owner_start_ticks: ticks };
         fs::write(&path, serde_json::to_vec(&entry).map_err(io::Error::other)?)?;
@@ -78,17 +82,29 @@ pub fn sweep(state_dir: &Path, own_run_id: &str) -> Vec<Leftover> {
     if dead_runs.is_empty() {
         return Vec::new();
     }
+    let ended = end_marked(dead_runs.iter().map(|(_, id)| id.as_str()));
+    for (path, _) in dead_runs {
+        let _ = fs::remove_file(path);
+    }
+    ended
+}
+
+/// Ends every process still carrying this run's id: model helpers that left their process
+/// group (setsid, daemonising wrappers) and so escaped the group's signals.
+pub fn end_own_leftovers(run_id: &str) -> Vec<Leftover> {
+    end_marked(std::iter::once(run_id))
+}
+
+fn end_marked<'a>(run_ids: impl Iterator<Item = &'a str>) -> Vec<Leftover> {
     let mut ended = Vec::new();
-    for (pid, run_id) in processes_marked_with(dead_runs.iter().map(|(_, id)| id.as_str())) {
+    for (pid, run_id) in processes_marked_with(run_ids) {
+        // Read the command line first: after SIGKILL it is gone.
+        let command = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
         if let Ok(raw) = i32::try_from(pid)
             && kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok()
         {
-            let command = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
             ended.push(Leftover { pid, run_id, command: command.trim().to_owned() });
         }
-    }
-    for (path, _) in dead_runs {
-        let _ = fs::remove_file(path);
     }
     ended
 }

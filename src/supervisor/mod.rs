@@ -42,7 +42,12 @@ impl Supervisor {
     pub async fn start(opts: &EngineOptions, events: EventSink, processes: ModelProcesses) -> Result<Self> {
         let ledger = ledger::Ledger::open(&opts.state_dir)
             .wrap_err_with(|| format!("recording this run in the PID ledger under {}", opts.state_dir.display()))?;
-        report_leftovers(&events, ledger::sweep(&opts.state_dir, ledger.run_id())).await;
+        let leftovers = {
+            let (dir, run_id) = (opts.state_dir.clone(), ledger.run_id().to_owned());
+            // Scans /proc: not on the async runtime.
+            tokio::task::spawn_blocking(move || ledger::sweep(&dir, &run_id)).await.unwrap_or_default()
+        };
+        report_leftovers(&events, leftovers).await;
 
         let spawner = process::Spawner::start().wrap_err("starting the process spawner thread")?;
         let shared = Shared { events, processes, spawner, run_id: ledger.run_id().to_owned() };
@@ -68,21 +73,30 @@ impl Supervisor {
     /// Stops every model in parallel; returns once all are gone (SIGKILL has been sent to
     /// any that outlived its stop timeout).
     pub async fn shutdown(&mut self) {
-        let mut waits = Vec::new();
-        for tx in self.handle.models.values() {
-            let (done, wait) = oneshot::channel();
-            if tx.send(Request::Shutdown(done)).await.is_ok() {
-                waits.push(wait);
-            }
-        }
         let limit = self.max_stop_timeout + Duration::from_secs(5);
-        let all = futures::future::join_all(waits);
-        if tokio::time::timeout(limit, all).await.is_err() {
+        let models = self.handle.models.clone();
+        let stop_all = async move {
+            let mut waits = Vec::new();
+            for tx in models.values() {
+                let (done, wait) = oneshot::channel();
+                if tx.send(Request::Shutdown(done)).await.is_ok() {
+                    waits.push(wait);
+                }
+            }
+            futures::future::join_all(waits).await;
+        };
+        if tokio::time::timeout(limit, stop_all).await.is_err() {
             tracing::error!("models did not stop within {limit:?}; their process groups are killed on drop");
             self.tasks.abort_all();
         }
         while self.tasks.join_next().await.is_some() {}
         if let Some(ledger) = self.ledger.take() {
+            let run_id = ledger.run_id().to_owned();
+            let escaped =
+                tokio::task::spawn_blocking(move || ledger::end_own_leftovers(&run_id)).await.unwrap_or_default();
+            for l in escaped {
+                tracing::warn!("ended process {} (`{}`) that had left its model's process group", l.pid, l.command);
+            }
             ledger.close();
         }
     }

@@ -114,7 +114,7 @@ impl ModelTask {
     pub fn new(cfg: ModelConfig, shared: Shared, log_file: RotatingFile) -> Self {
         let capture = CaptureTarget {
             source: LogSource::Model(cfg.id.clone()),
-            events: shared.events.clone(),
+            events: shared.events.downgrade(),
             file: Arc::new(Mutex::new(log_file)),
             oom: Arc::new(Mutex::new(OomWatch::default())),
             dropped: Arc::new(AtomicU64::new(0)),
@@ -178,6 +178,11 @@ impl ModelTask {
         match req {
             Request::Start(reply) => {
                 let answer = match self.phase {
+                    Phase::Running(ref mut run) if run.killing == Some(ExitCause::OperatorStop) => {
+                        // Stopping: start it again once it is gone.
+                        run.after_exit = AfterExit::StartAgain;
+                        Ok(ack(format!("{} will start again once stopped", self.cfg.id)))
+                    }
                     Phase::Running(_) => Err(CommandError::new(format!("{} is already running", self.cfg.id))),
                     Phase::Idle | Phase::Backoff { .. } => {
                         self.restarts_in_row = 0;
@@ -246,7 +251,13 @@ impl ModelTask {
                 self.phase = Phase::Idle;
                 let reason = format!("could not start `{}`: {e}", self.cfg.command);
                 self.note(Level::Error, &reason);
-                self.emit(ModelChange::Failed { reason }).await;
+                if attempt == 0 {
+                    // A first start that fails is a configuration problem: say so, don't retry.
+                    self.emit(ModelChange::Failed { reason }).await;
+                } else {
+                    // A restart that fails (EAGAIN, ENOMEM under pressure) is one more failed attempt.
+                    self.apply_policy(ExitCause::SpawnFailed, reason).await;
+                }
                 return;
             }
         };
@@ -340,6 +351,11 @@ impl ModelTask {
             CheckOutcome::Healthy(mode) => {
                 let was_ready = run.ready_since.is_some();
                 run.health_failures = 0;
+                // Continuous readiness for reset_after_s forgives earlier restarts, even if this
+                // run later ends by a health kill (which clears ready_since first).
+                if run.ready_since.is_some_and(|t| t.elapsed() >= self.cfg.restart.reset_after_s) {
+                    self.restarts_in_row = 0;
+                }
                 if !was_ready {
                     run.ready_since = Some(Instant::now());
                     run.ever_ready = true;
@@ -415,6 +431,12 @@ impl ModelTask {
         if run.ready_since.is_some_and(|t| t.elapsed() >= self.cfg.restart.reset_after_s) {
             self.restarts_in_row = 0;
         }
+        self.apply_policy(cause, reason).await;
+    }
+
+    /// After a failure (a crash, a failed health or start-up, a failed restart): back off and
+    /// restart, or settle in `stopped` / `failed`, as the policy says.
+    async fn apply_policy(&mut self, cause: ExitCause, reason: String) {
         if self.shutdown.is_some() {
             self.emit(ModelChange::Stopped { reason: Some("llmdeck is shutting down".into()) }).await;
             return;
@@ -530,6 +552,7 @@ fn crash_reason(
         ExitCause::HealthFailure => format!("stopped after {} failed health checks", cfg.health.failure_threshold),
         ExitCause::StartupTimeout => format!("not ready within {}s", cfg.health.startup_timeout_s.as_secs_f64()),
         ExitCause::OperatorStop => "stopped by operator".into(),
+        ExitCause::SpawnFailed => "could not be started".into(),
     };
     let base = match status {
         Err(e) => format!("{base} (waiting for it failed: {e})"),

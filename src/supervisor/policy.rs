@@ -17,6 +17,8 @@ pub enum ExitCause {
     StartupTimeout,
     /// An operator stopped or restarted it, or llmdeck is shutting down.
     OperatorStop,
+    /// A restart could not even spawn the process.
+    SpawnFailed,
 }
 
 impl ExitCause {
@@ -24,7 +26,9 @@ impl ExitCause {
     pub fn is_failure(self) -> bool {
         match self {
             ExitCause::Exited(code) => code != 0,
-            ExitCause::Signalled(_) | ExitCause::HealthFailure | ExitCause::StartupTimeout => true,
+            ExitCause::Signalled(_) | ExitCause::HealthFailure | ExitCause::StartupTimeout | ExitCause::SpawnFailed => {
+                true
+            }
             ExitCause::OperatorStop => false,
         }
     }
@@ -89,12 +93,12 @@ mod tests {
     fn policy_table() {
         use ExitCause::*;
         use RestartPolicy::*;
-        let causes = [Exited(0), Exited(3), Signalled(9), HealthFailure, StartupTimeout, OperatorStop];
+        let causes = [Exited(0), Exited(3), Signalled(9), HealthFailure, StartupTimeout, SpawnFailed, OperatorStop];
         // (policy, restarts?) for each cause in order.
         let table = [
-            (No, [false, false, false, false, false, false]),
-            (OnFailure, [false, true, true, true, true, false]),
-            (Always, [true, true, true, true, true, false]),
+            (No, [false, false, false, false, false, false, false]),
+            (OnFailure, [false, true, true, true, true, true, false]),
+            (Always, [true, true, true, true, true, true, false]),
         ];
         for (policy, expected) in table {
             for (cause, want) in causes.iter().zip(expected) {

@@ -87,12 +87,26 @@ pub struct App {
     log_gaps: HashMap<LogSource, u64>,
 }
 
+/// When each model's current state began, on this viewer's clock, from the ages the engine
+/// measured when it took the snapshot.
+fn since_from_snapshot(snapshot: &Snapshot) -> HashMap<String, Instant> {
+    let now = Instant::now();
+    snapshot
+        .state
+        .models
+        .iter()
+        .map(|m| {
+            let age = std::time::Duration::from_millis(m.state_age_ms.unwrap_or(0));
+            (m.id.clone(), now.checked_sub(age).unwrap_or(now))
+        })
+        .collect()
+}
+
 impl App {
     pub fn new(snapshot: Snapshot, origin: Origin, ring_lines: usize) -> Self {
         let mut logs = LogView::new(ring_lines);
         logs.seed(&snapshot.log_tail);
-        let now = Instant::now();
-        let model_since = snapshot.state.models.iter().map(|m| (m.id.clone(), now)).collect();
+        let model_since = since_from_snapshot(&snapshot);
         Self {
             state: snapshot.state,
             origin,
@@ -134,6 +148,7 @@ impl App {
             missed += gap;
         }
         self.logs.note_lagged(missed);
+        self.model_since = since_from_snapshot(&snapshot);
         self.state = snapshot.state;
     }
 

@@ -244,6 +244,9 @@ pub fn action_for(key: KeyEvent, focus: Pane) -> Option<Action> {
     if list.is_some() {
         return list;
     }
+    if ctrl {
+        return None;
+    }
     match (focus, key.code) {
         (Pane::Models, KeyCode::Char('s')) => Some(Action::StartModel),
         (Pane::Models, KeyCode::Char('x')) => Some(Action::StopModel),

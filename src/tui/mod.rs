@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use color_eyre::eyre::{Result, WrapErr};
 use crossterm::event::{Event as TermEvent, EventStream};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, sleep_until};
@@ -120,6 +120,9 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
                                 drop(input);
                                 open_in_pager(guard, &opts.log_dir, &source, &mut app).await;
                                 input = EventStream::new();
+                                // The pager shares our terminal: Ctrl-C in it (leaving `less +F`)
+                                // reached us too, and is not a request to quit llmdeck.
+                                while sigint.recv().now_or_never().flatten().is_some() {}
                             }
                             Effect::Log(LogEffect::Clipboard(sequence)) => {
                                 if let Err(e) = terminal::write_raw(sequence.as_bytes()) {

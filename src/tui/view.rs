@@ -41,7 +41,7 @@ impl ViewCtx {
 pub fn draw(frame: &mut Frame, app: &mut App, ctx: &ViewCtx) {
     let area = frame.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        draw_too_small(frame, area);
+        draw_too_small(frame, area, &app.overlay);
         return;
     }
     let [header, body, footer] =
@@ -61,11 +61,16 @@ pub fn draw(frame: &mut Frame, app: &mut App, ctx: &ViewCtx) {
     draw_overlay(frame, body, app, ctx);
 }
 
-fn draw_too_small(frame: &mut Frame, area: Rect) {
+fn draw_too_small(frame: &mut Frame, area: Rect, overlay: &Overlay) {
+    // A pending question still shows: keys answer it even here.
+    let last = match overlay {
+        Overlay::Confirm(confirm) => format!("{} y: yes, any other key: no", confirm.question()),
+        _ => "q quits".into(),
+    };
     let text = vec![
         Line::from("terminal too small"),
         Line::from(format!("{}x{}, llmdeck needs {MIN_WIDTH}x{MIN_HEIGHT}", area.width, area.height)),
-        Line::from("q quits"),
+        Line::from(last),
     ];
     let y = area.height.saturating_sub(3) / 2;
     let rect = Rect { x: area.x, y: area.y + y, width: area.width, height: area.height.min(3) };
