@@ -13,6 +13,7 @@ use super::event::{Event, ProbeEvent, TestChange, TestEvent, TestSummary};
 use super::hub::Hub;
 use super::{Ack, CommandError, EventSink, ModelState};
 use crate::config::{Config, TestConfig, TestKind};
+use crate::logs::{Level, LogBatch, LogLine, LogSource, Stream};
 use crate::probe::{self, ApiKey, Outcome, ProbeOptions, ProbeReport};
 
 pub(super) struct LocalTests {
@@ -120,6 +121,16 @@ impl TestRun {
     async fn go(self, opts: ProbeOptions, cancel: CancellationToken) {
         let name = self.test.name.clone();
         self.emit(TestChange::Running { target: opts.base_url.clone() }).await;
+        let amount = match opts.stop {
+            probe::Stop::Requests(n) => format!("{n} requests"),
+            probe::Stop::Duration(d) => format!("requests for {}", crate::util::fmt_duration_ms(d.as_millis() as u64)),
+        };
+        let shape = format!(
+            "{amount}, concurrency {}, {}",
+            opts.concurrency,
+            if opts.stream { "streaming" } else { "not streaming" }
+        );
+        self.log(Level::Info, format!("probing {} ({shape})", opts.base_url)).await;
         let (progress_tx, mut progress_rx) = mpsc::channel(8);
         let forward = {
             let (events, test) = (self.events.clone(), name.clone());
@@ -151,9 +162,30 @@ impl TestRun {
             Err(probe::ProbeError::Cancelled) => TestChange::Cancelled { summary: None },
             Err(e) => TestChange::Failed { reason: e.to_string(), summary: None },
         };
+        let (level, verdict) = match &change {
+            TestChange::Passed { .. } => (Level::Info, "passed".to_owned()),
+            TestChange::Failed { reason, .. } => (Level::Error, format!("failed: {reason}")),
+            TestChange::Cancelled { .. } => (Level::Warn, "cancelled".to_owned()),
+            TestChange::Running { .. } => (Level::Info, "running".to_owned()),
+        };
+        self.log(level, format!("{name} {verdict}")).await;
         // Free the slot first: whoever sees the verdict may start the next run at once.
         let _ = self.finished.send(name).await;
         self.emit(change).await;
+    }
+
+    /// A line in the test's own log source (`l` on the test shows it).
+    async fn log(&self, level: Level, text: String) {
+        let line = LogLine {
+            ts: Utc::now(),
+            stream: Stream::Internal,
+            level: Some(level),
+            text,
+            truncated: false,
+            oom: false,
+        };
+        let batch = LogBatch { source: LogSource::Test(self.test.name.clone()), lines: vec![line], dropped_before: 0 };
+        let _ = self.events.send(Event::Log(batch)).await;
     }
 
     async fn emit(&self, change: TestChange) {
