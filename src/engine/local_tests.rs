@@ -13,7 +13,7 @@ use super::event::{Event, ProbeEvent, TestChange, TestEvent, TestSummary};
 use super::hub::Hub;
 use super::{Ack, CommandError, EventSink, ModelState};
 use crate::config::{Config, TestConfig, TestKind};
-use crate::logs::{Level, LogBatch, LogLine, LogSource, Stream};
+use crate::logs::{Level, LogBatch, LogLine, LogSource};
 use crate::probe::{self, ApiKey, Outcome, ProbeOptions, ProbeReport};
 
 pub(super) struct LocalTests {
@@ -176,15 +176,7 @@ impl TestRun {
 
     /// A line in the test's own log source (`l` on the test shows it).
     async fn log(&self, level: Level, text: String) {
-        let line = LogLine {
-            ts: Utc::now(),
-            stream: Stream::Internal,
-            level: Some(level),
-            text,
-            truncated: false,
-            oom: false,
-        };
-        let batch = LogBatch { source: LogSource::Test(self.test.name.clone()), lines: vec![line], dropped_before: 0 };
+        let batch = LogBatch::single(LogSource::Test(self.test.name.clone()), LogLine::internal(level, text));
         let _ = self.events.send(Event::Log(batch)).await;
     }
 

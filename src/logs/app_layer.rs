@@ -2,14 +2,13 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use chrono::Utc;
 use tokio::sync::mpsc;
 use tracing::field::{Field, Visit};
 use tracing::{Event as TracingEvent, Level as TracingLevel, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 
-use super::{Level, LogBatch, LogLine, LogSource, Stream};
+use super::{Level, LogBatch, LogLine, LogSource};
 use crate::engine::Event;
 
 /// Weak, so llmdeck's own logging never keeps the engine's event channel open.
@@ -35,16 +34,9 @@ impl<S: Subscriber> Layer<S> for AppLogLayer {
         let Some(sink) = SINK.get().and_then(|s| s.lock().ok()?.as_ref()?.upgrade()) else { return };
         let mut text = String::new();
         event.record(&mut MessageVisitor(&mut text));
-        let line = LogLine {
-            ts: Utc::now(),
-            stream: Stream::Internal,
-            level: Some(level),
-            text,
-            truncated: false,
-            oom: false,
-        };
+        let line = LogLine::internal(level, text);
         // Never wait: logging must not slow anything down.
-        let _ = sink.try_send(Event::Log(LogBatch { source: LogSource::App, lines: vec![line], dropped_before: 0 }));
+        let _ = sink.try_send(Event::Log(LogBatch::single(LogSource::App, line)));
     }
 }
 

@@ -90,6 +90,11 @@ pub struct LogLine {
 }
 
 impl LogLine {
+    /// A line llmdeck writes itself (about a model, a test, or its own work).
+    pub fn internal(level: Level, text: String) -> Self {
+        LogLine { ts: Utc::now(), stream: Stream::Internal, level: Some(level), text, truncated: false, oom: false }
+    }
+
     /// An error line for the Logs pane's `e`/`E` jumps and counters.
     pub fn is_error(&self) -> bool {
         self.oom || self.level.is_some_and(|l| l >= Level::Error)
@@ -105,6 +110,13 @@ pub struct LogBatch {
     /// since the previous batch, because viewers could not keep up.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped_before: u64,
+}
+
+impl LogBatch {
+    /// One line from one source.
+    pub fn single(source: LogSource, line: LogLine) -> Self {
+        LogBatch { source, lines: vec![line], dropped_before: 0 }
+    }
 }
 
 fn is_zero(n: &u64) -> bool {

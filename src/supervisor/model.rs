@@ -485,19 +485,12 @@ impl ModelTask {
 
     /// A line from llmdeck about this model, into its log and the Logs pane.
     fn note(&self, level: Level, text: &str) {
-        let line = LogLine {
-            ts: Utc::now(),
-            stream: Stream::Internal,
-            level: Some(level),
-            text: format!("llmdeck: {text}"),
-            truncated: false,
-            oom: false,
-        };
+        let line = LogLine::internal(level, format!("llmdeck: {text}"));
         {
             let mut file = self.capture.file.lock().unwrap_or_else(|p| p.into_inner());
             let _ = file.write_line(line.text.as_bytes()).and_then(|()| file.flush());
         }
-        let batch = LogBatch { source: self.capture.source.clone(), lines: vec![line], dropped_before: 0 };
+        let batch = LogBatch::single(self.capture.source.clone(), line);
         let _ = self.shared.events.try_send(Event::Log(batch));
     }
 }
