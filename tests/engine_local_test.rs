@@ -48,16 +48,30 @@ fn model_ready(id: &'static str) -> impl Fn(&Event) -> bool {
     move |e| matches!(e, Event::Model(m) if m.model == id && matches!(m.change, ModelChange::Ready { .. }))
 }
 
+fn is_verdict(e: &Event) -> bool {
+    matches!(e, Event::Test(t) if !matches!(t.change, TestChange::Running { .. }))
+}
+
+/// An engine whose model `m` is ready, with every event since its start.
+async fn engine_with_ready_model(
+    sb: &common::Sandbox,
+    probe: &str,
+    mock_args: &str,
+) -> (Engine, llmdeck::engine::EngineHandle, broadcast::Receiver<Arc<Event>>) {
+    // Subscribed before the first event: a fast model's `ready` cannot slip past.
+    let (engine, sub) = Engine::start_subscribed(options(sb, probe, mock_args)).await.expect("engine");
+    let mut events = sub.events;
+    next_matching(&mut events, "the model to be ready", model_ready("m")).await;
+    let handle = engine.handle();
+    (engine, handle, events)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_test_probes_its_model_with_live_progress_and_a_saved_report() {
     let sb = common::Sandbox::new();
-    let engine =
-        Engine::start(options(&sb, "{ requests: 12, concurrency: 2, max_tokens: 16 }", ", --latency-ms, \"50\""))
-            .await
-            .expect("engine");
-    let handle = engine.handle();
-    let mut events = handle.subscribe().events;
-    next_matching(&mut events, "the model to be ready", model_ready("m")).await;
+    let (engine, handle, mut events) =
+        engine_with_ready_model(&sb, "{ requests: 12, concurrency: 2, max_tokens: 16 }", ", --latency-ms, \"50\"")
+            .await;
 
     // A test whose model is not running is refused with a reason, not queued.
     let refused = handle.send(Command::RunTest { test: "elsewhere".into() }).await.expect_err("idle model");
@@ -67,12 +81,7 @@ async fn a_local_test_probes_its_model_with_live_progress_and_a_saved_report() {
     let busy = handle.send(Command::RunTest { test: "smoke".into() }).await.expect_err("one at a time");
     assert!(busy.message.contains("one test runs at a time"), "{}", busy.message);
     next_matching(&mut events, "live probe figures", |e| matches!(e, Event::Probe(p) if p.test == "smoke")).await;
-    let done = next_matching(
-        &mut events,
-        "the verdict",
-        |e| matches!(e, Event::Test(t) if !matches!(t.change, TestChange::Running { .. })),
-    )
-    .await;
+    let done = next_matching(&mut events, "the verdict", is_verdict).await;
     let Event::Test(t) = done else { unreachable!() };
     let TestChange::Passed { summary } = t.change else {
         let report = match &t.change {
@@ -98,13 +107,9 @@ async fn a_local_test_probes_its_model_with_live_progress_and_a_saved_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_test_ends_it_as_cancelled() {
     let sb = common::Sandbox::new();
-    let engine =
-        Engine::start(options(&sb, "{ requests: 1000, concurrency: 2, max_tokens: 16 }", ", --latency-ms, \"200\""))
-            .await
-            .expect("engine");
-    let handle = engine.handle();
-    let mut events = handle.subscribe().events;
-    next_matching(&mut events, "the model to be ready", model_ready("m")).await;
+    let (engine, handle, mut events) =
+        engine_with_ready_model(&sb, "{ requests: 1000, concurrency: 2, max_tokens: 16 }", ", --latency-ms, \"200\"")
+            .await;
     handle.send(Command::RunTest { test: "smoke".into() }).await.expect("run accepted");
     next_matching(
         &mut events,
@@ -113,12 +118,7 @@ async fn cancelling_a_running_test_ends_it_as_cancelled() {
     )
     .await;
     handle.send(Command::CancelTest { test: "smoke".into() }).await.expect("cancel accepted");
-    let done = next_matching(
-        &mut events,
-        "the verdict",
-        |e| matches!(e, Event::Test(t) if !matches!(t.change, TestChange::Running { .. })),
-    )
-    .await;
+    let done = next_matching(&mut events, "the verdict", is_verdict).await;
     assert!(matches!(done, Event::Test(ref t) if matches!(t.change, TestChange::Cancelled { .. })), "{done:?}");
     // The next run may start.
     handle.send(Command::RunTest { test: "smoke".into() }).await.expect("a new run after the cancel");

@@ -45,7 +45,7 @@ struct Inner {
 }
 
 impl Hub {
-    pub(super) fn new(state: State, _ring_lines: usize) -> Self {
+    pub(super) fn new(state: State) -> Self {
         let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
         Self { inner: Mutex::new(Inner { state, tails: BTreeMap::new(), changed_at: BTreeMap::new() }), fanout }
     }

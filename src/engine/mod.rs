@@ -103,7 +103,7 @@ impl Engine {
         let config_path = opts.config_path.as_ref().map(|p| p.display().to_string());
         let initial = State::new(&opts.config, config_path, host.clone());
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let hub = Arc::new(hub::Hub::new(initial, opts.config.logs.ring_lines));
+        let hub = Arc::new(hub::Hub::new(initial));
         let first_subscriber = hub.subscribe();
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();

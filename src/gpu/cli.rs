@@ -151,7 +151,10 @@ pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std:
             }
             Ok(None) => return Ok(exit::code(exit::OK)),
             Ok(Some(Message::Unavailable(reason))) => {
-                eprintln!("llmdeck gpus: {reason}");
+                // One line, with the way out: where llmdeck looks for the driver's library.
+                eprintln!(
+                    "llmdeck gpus: {reason}; set gpu.nvml_library or LLMDECK_NVML_LIB to the driver's libnvidia-ml.so.1"
+                );
                 return Ok(exit::code(exit::MISSING));
             }
             Ok(Some(Message::Sample { driver_version, gpus })) => {

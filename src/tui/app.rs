@@ -80,7 +80,6 @@ pub struct App {
     /// When this viewer learned of each model's current state: uptimes and countdowns count on
     /// from here, never from the engine's clock.
     pub model_since: HashMap<String, Instant>,
-    pub quitting: bool,
     /// First line shown of the help overlay (it scrolls on small terminals).
     pub help_scroll: usize,
     /// Lines per source this viewer never received (it fell behind), already counted.
@@ -119,7 +118,6 @@ impl App {
             logs,
             toast: None,
             model_since,
-            quitting: false,
             help_scroll: 0,
             log_gaps: HashMap::new(),
         }
@@ -250,7 +248,6 @@ impl App {
             Confirm::Restart(model) => vec![Effect::Send(Command::RestartModel { model })],
             Confirm::CancelTest(test) => vec![Effect::Send(Command::CancelTest { test })],
             Confirm::Quit { .. } => {
-                self.quitting = true;
                 vec![Effect::Quit]
             }
         }
@@ -276,12 +273,10 @@ impl App {
                 if active > 0 {
                     self.overlay = Overlay::Confirm(Confirm::Quit { active_models: active });
                 } else {
-                    self.quitting = true;
                     return vec![Effect::Quit];
                 }
             }
             Action::ForceQuit => {
-                self.quitting = true;
                 return vec![Effect::Quit];
             }
             Action::Up | Action::Down | Action::Top | Action::Bottom | Action::PageUp | Action::PageDown => {
