@@ -135,6 +135,14 @@ fn processes_marked_with<'a>(run_ids: impl Iterator<Item = &'a str>) -> Vec<(u32
 mod tests {
     use super::*;
 
+    fn wait_for_marker(pid: u32, run_id: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while processes_marked_with(std::iter::once(run_id)).iter().all(|(p, _)| *p != pid) {
+            assert!(std::time::Instant::now() < deadline, "pid {pid} never showed {RUN_ID_ENV}={run_id} in /proc");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn sweeps_marked_processes_of_dead_runs_only() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -147,6 +155,11 @@ mod tests {
             std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "dead-run-test").spawn().expect("sleep");
         let mut innocent =
             std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "someone-else").spawn().expect("sleep");
+
+        // spawn() returns once exec has begun, but the kernel fills in /proc/<pid>/environ a
+        // moment later; a sweep in that gap sees an empty environment.
+        wait_for_marker(child.id(), "dead-run-test");
+        wait_for_marker(innocent.id(), "someone-else");
 
         let ended = sweep(dir.path(), "me");
         assert_eq!(ended.iter().map(|l| l.pid).collect::<Vec<_>>(), [child.id()]);
