@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Event, State};
+use super::{Event, ModelClocks, State};
 use crate::logs::ring::Ring;
 use crate::logs::{LogLine, LogSource};
 
@@ -39,15 +39,15 @@ pub(super) struct Hub {
 struct Inner {
     state: State,
     tails: BTreeMap<LogSource, Ring<LogLine>>,
-    /// When each model last changed state, by the engine's clock: snapshots carry ages, never
-    /// instants, so a viewer counts uptimes and countdowns on from when it received them.
-    changed_at: BTreeMap<String, Instant>,
+    /// When each model last changed state and came up, by the engine's clock: snapshots carry
+    /// ages, never instants, so a viewer counts uptimes and countdowns on from when it received them.
+    clocks: ModelClocks,
 }
 
 impl Hub {
     pub(super) fn new(state: State) -> Self {
         let (fanout, _) = broadcast::channel(FANOUT_CAPACITY);
-        Self { inner: Mutex::new(Inner { state, tails: BTreeMap::new(), changed_at: BTreeMap::new() }), fanout }
+        Self { inner: Mutex::new(Inner { state, tails: BTreeMap::new(), clocks: ModelClocks::default() }), fanout }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -59,7 +59,7 @@ impl Hub {
         let mut inner = self.lock();
         inner.state.apply(&event);
         if let Event::Model(m) = &event {
-            inner.changed_at.insert(m.model.clone(), Instant::now());
+            inner.clocks.on_model_event(m, Instant::now());
         }
         if let Event::Log(batch) = &event {
             let tail = inner.tails.entry(batch.source.clone()).or_insert_with(|| Ring::new(LOG_TAIL_LINES));
@@ -89,8 +89,10 @@ impl Hub {
 
 fn snapshot_of(inner: &Inner) -> Snapshot {
     let mut state = inner.state.clone();
+    let now = Instant::now();
     for m in &mut state.models {
-        m.state_age_ms = inner.changed_at.get(&m.id).map(|t| t.elapsed().as_millis() as u64);
+        m.state_age_ms = inner.clocks.state_age(&m.id, now).map(|d| d.as_millis() as u64);
+        m.uptime_ms = inner.clocks.uptime(&m.id, now).map(|d| d.as_millis() as u64);
     }
     Snapshot {
         state,

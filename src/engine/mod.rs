@@ -1,6 +1,7 @@
 //! The engine: owns every background task, takes [`Command`]s, emits [`Event`]s, and folds them
 //! into [`State`] through one reducer. The TUI, the daemon and `--json` output are its views.
 
+mod clocks;
 mod command;
 mod event;
 mod hub;
@@ -14,6 +15,7 @@ use color_eyre::eyre::{Result, WrapErr};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+pub use clocks::ModelClocks;
 pub use command::{Ack, Command, CommandError};
 pub use event::*;
 pub use hub::{LOG_TAIL_LINES, Snapshot, Subscription};

@@ -145,6 +145,10 @@ pub struct ModelStatus {
     /// took the snapshot (viewers count on from when they received it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_age_ms: Option<u64>,
+    /// In snapshots only: how long the current process has been up (starting, ready or
+    /// unhealthy), measured like `state_age_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<u64>,
     pub timeline: VecDeque<TimelineEntry>,
 }
 

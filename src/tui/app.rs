@@ -9,7 +9,7 @@ use crossterm::event::{KeyEvent, KeyEventKind};
 
 use super::keymap::{Action, Pane, action_for};
 use super::logs_view::{LogEffect, LogView, LogViewOutcome};
-use crate::engine::{Command, Event, ModelState, Severity, Snapshot, State};
+use crate::engine::{Command, Event, ModelClocks, ModelState, Severity, Snapshot, State};
 use crate::logs::LogSource;
 
 /// How long a message in the footer stays.
@@ -79,33 +79,18 @@ pub struct App {
     pub toast: Option<Toast>,
     /// When this viewer learned of each model's current state: uptimes and countdowns count on
     /// from here, never from the engine's clock.
-    pub model_since: HashMap<String, Instant>,
+    pub clocks: ModelClocks,
     /// First line shown of the help overlay (it scrolls on small terminals).
     pub help_scroll: usize,
     /// Lines per source this viewer never received (it fell behind), already counted.
     log_gaps: HashMap<LogSource, u64>,
 }
 
-/// When each model's current state began, on this viewer's clock, from the ages the engine
-/// measured when it took the snapshot.
-fn since_from_snapshot(snapshot: &Snapshot) -> HashMap<String, Instant> {
-    let now = Instant::now();
-    snapshot
-        .state
-        .models
-        .iter()
-        .map(|m| {
-            let age = std::time::Duration::from_millis(m.state_age_ms.unwrap_or(0));
-            (m.id.clone(), now.checked_sub(age).unwrap_or(now))
-        })
-        .collect()
-}
-
 impl App {
     pub fn new(snapshot: Snapshot, origin: Origin, ring_lines: usize) -> Self {
         let mut logs = LogView::new(ring_lines);
         logs.seed(&snapshot.log_tail);
-        let model_since = since_from_snapshot(&snapshot);
+        let clocks = ModelClocks::from_snapshot(&snapshot);
         Self {
             state: snapshot.state,
             origin,
@@ -117,7 +102,7 @@ impl App {
             tests_selected: 0,
             logs,
             toast: None,
-            model_since,
+            clocks,
             help_scroll: 0,
             log_gaps: HashMap::new(),
         }
@@ -129,7 +114,7 @@ impl App {
         match event {
             Event::Log(batch) => self.logs.push_batch(batch),
             Event::Model(m) => {
-                self.model_since.insert(m.model.clone(), Instant::now());
+                self.clocks.on_model_event(m, Instant::now());
             }
             _ => {}
         }
@@ -146,7 +131,7 @@ impl App {
             missed += gap;
         }
         self.logs.note_lagged(missed);
-        self.model_since = since_from_snapshot(&snapshot);
+        self.clocks = ModelClocks::from_snapshot(&snapshot);
         self.state = snapshot.state;
     }
 

@@ -49,12 +49,15 @@ fn fmt_countdown(ms: u64) -> String {
 }
 
 fn elapsed_ms(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> u64 {
-    app.model_since.get(&m.id).map_or(0, |since| ctx.now.saturating_duration_since(*since).as_millis() as u64)
+    app.clocks.state_age(&m.id, ctx.now).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How long the current process has been up: a ready/unhealthy flap does not reset it.
 fn uptime(app: &App, m: &ModelStatus, ctx: &ViewCtx) -> String {
-    match m.state {
-        ModelState::Ready | ModelState::Unhealthy | ModelState::Starting => format_uptime(elapsed_ms(app, m, ctx)),
+    match (m.state, app.clocks.uptime(&m.id, ctx.now)) {
+        (ModelState::Ready | ModelState::Unhealthy | ModelState::Starting, Some(up)) => {
+            format_uptime(up.as_millis() as u64)
+        }
         _ => "—".into(),
     }
 }

@@ -352,9 +352,9 @@ tests:
             app.on_event(e);
         }
         let now = std::time::Instant::now();
-        let ago = |secs: u64| now.checked_sub(Duration::from_secs(secs)).unwrap_or(now);
         for (id, secs) in [("qwen-7b", 8040), ("llama-8b", 41), ("embed-small", 13), ("tinyllama", 21)] {
-            app.model_since.insert(id.into(), ago(secs));
+            let ago = Duration::from_secs(secs);
+            app.clocks.set_ages(id, now, ago, Some(ago));
         }
         let ctx = ViewCtx { now, wall: at(151).fixed_offset(), theme: Theme::monochrome(), spinner: 0 };
         (app, ctx)
