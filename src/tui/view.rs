@@ -183,11 +183,13 @@ fn draw_overlay(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
         Overlay::Help => draw_help(frame, area, app, ctx),
         Overlay::Confirm(confirm) => {
             let question = confirm.question();
-            let width = (question.len() as u16 + 6).clamp(30, area.width);
+            const ANSWERS: &str = "y / Enter: yes    any other key: no";
+            let widest = question.chars().count().max(ANSWERS.chars().count());
+            let width = (widest as u16 + 6).min(area.width);
             let rect = centered(area, width, 5);
             frame.render_widget(Clear, rect);
             let block = Block::default().borders(Borders::ALL).border_type(BorderType::Double).title(" confirm ");
-            let text = vec![Line::from(question), Line::from(""), Line::from("y / Enter: yes    any other key: no")];
+            let text = vec![Line::from(question), Line::from(""), Line::from(ANSWERS)];
             frame.render_widget(Paragraph::new(text).block(block).centered(), rect);
         }
         Overlay::ModelDetail(id) => models_pane::render_detail(
@@ -270,7 +272,7 @@ mod tests {
     use crate::engine::{EngineEvent, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent, Snapshot, State};
     use crate::gpu::{BackendStatus, GpuEvent, GpuProcess, GpuSample};
     use crate::logs::{Level, LogBatch, LogLine, LogSource, Stream};
-    use crate::tui::app::Origin;
+    use crate::tui::app::{Confirm, Origin};
 
     const CONFIG: &str = r#"
 models:
@@ -415,6 +417,15 @@ tests:
         let (mut app, ctx) = busy_app();
         app.zoomed = true;
         insta::assert_snapshot!(render(&mut app, &ctx, 80, 24));
+    }
+
+    #[test]
+    fn confirm_dialog_shows_the_whole_answer_line() {
+        let (mut app, ctx) = busy_app();
+        app.overlay = Overlay::Confirm(Confirm::Stop("qwen-7b".into()));
+        let screen = render(&mut app, &ctx, 80, 24);
+        assert!(screen.contains("any other key: no"), "{screen}");
+        insta::assert_snapshot!(screen);
     }
 
     #[test]
