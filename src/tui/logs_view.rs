@@ -1210,7 +1210,7 @@ fn fill_whole(last: u64, start: u64, rows: usize, rows_of: impl Fn(u64) -> usize
 }
 
 /// Byte offsets where each screen row of `text` starts when wrapped at `width` columns.
-fn row_starts(text: &str, width: usize) -> Vec<usize> {
+pub(super) fn row_starts(text: &str, width: usize) -> Vec<usize> {
     let mut starts = vec![0];
     let mut column = 0;
     for (i, c) in text.char_indices() {
@@ -1262,7 +1262,7 @@ fn draw_text(
 /// What a line looks like on screen: what a terminal would show after carriage returns
 /// (progress bars), without escape sequences or other control characters, tabs as spaces, at
 /// most `max_bytes` (then cut with `…`). Borrowed when nothing needs changing.
-fn display_text(raw: &str, max_bytes: usize) -> Cow<'_, str> {
+pub(super) fn display_text(raw: &str, max_bytes: usize) -> Cow<'_, str> {
     let raw = raw.strip_suffix('\r').unwrap_or(raw);
     let raw = raw.rfind('\r').map_or(raw, |i| &raw[i + 1..]);
     let (raw, cut) = if raw.len() > max_bytes {

@@ -190,54 +190,95 @@ fn last_bad_news(app: &App, ctx: &ViewCtx) -> Option<Line<'static>> {
     Some(Line::from(vec![Span::raw(format!("last: {} crashed {when} — ", m.id)), Span::raw(what)]))
 }
 
+/// Width of the label column in the detail view.
+const LABEL_WIDTH: usize = 14;
+/// Model output shown in the detail view is cut here (a line can be 16 KiB).
+const DETAIL_TEXT_BYTES: usize = 4096;
+
 pub fn render_detail(frame: &mut Frame, area: Rect, app: &App, id: &str, ctx: &ViewCtx) {
     let t = &ctx.theme;
     let Some(m) = app.state.model(id) else { return };
     frame.render_widget(Clear, area);
     let block =
         Block::default().borders(Borders::ALL).border_type(BorderType::Double).title(format!(" {id} · Esc closes "));
+    let width = usize::from(area.width.saturating_sub(2));
     let (state, style) = state_text(m, app, ctx);
-    let label = |l: &str| Span::styled(format!("{l:<14}"), t.header());
-    let mut lines = vec![
-        Line::from(vec![
-            label("state"),
-            Span::styled(state, style),
-            Span::raw(m.reason.as_ref().map(|r| format!(" — {r}")).unwrap_or_default()),
-        ]),
-        Line::from(vec![label("command"), Span::raw(m.summary.command_line.clone())]),
-        Line::from(vec![label("endpoint"), Span::raw(m.summary.base_url.clone())]),
-        Line::from(vec![
-            label("health"),
-            Span::raw(match m.health {
-                HealthMode::HealthAndModels => format!("{} and /v1/models", m.summary.health_path),
-                HealthMode::ModelsOnly => {
-                    format!("no health endpoint ({} answers 404): readiness rests on /v1/models", m.summary.health_path)
-                }
-                HealthMode::Unknown => format!("{} and /v1/models (not ready yet)", m.summary.health_path),
-            }),
-        ]),
-        Line::from(vec![
-            label("restart"),
-            Span::raw(format!("policy {} · restarts {} · OOMs {}", m.summary.policy, m.restarts, m.ooms)),
-        ]),
-        Line::from(vec![
-            label("pid"),
-            Span::raw(m.pid.map_or("—".into(), |p| p.to_string())),
-            Span::raw(m.gpu_memory_bytes.map(|b| format!(" · GPU memory {}", fmt_bytes_g(b))).unwrap_or_default()),
-        ]),
-        Line::from(vec![label("last exit"), Span::raw(last_exit(m))]),
+    let reason = m.reason.as_ref().map(|r| format!(" — {r}")).unwrap_or_default();
+    let health = match m.health {
+        HealthMode::HealthAndModels => format!("{} and /v1/models", m.summary.health_path),
+        HealthMode::ModelsOnly => {
+            format!("no health endpoint ({} answers 404): readiness rests on /v1/models", m.summary.health_path)
+        }
+        HealthMode::Unknown => format!("{} and /v1/models (not ready yet)", m.summary.health_path),
+    };
+    let pid = m.pid.map_or("—".into(), |p| p.to_string())
+        + &m.gpu_memory_bytes.map(|b| format!(" · GPU memory {}", fmt_bytes_g(b))).unwrap_or_default();
+    let fields = [
+        ("state", format!("{state}{reason}"), style),
+        ("command", m.summary.command_line.clone(), Style::default()),
+        ("endpoint", m.summary.base_url.clone(), Style::default()),
+        ("health", health, Style::default()),
+        (
+            "restart",
+            format!("policy {} · restarts {} · OOMs {}", m.summary.policy, m.restarts, m.ooms),
+            Style::default(),
+        ),
+        ("pid", pid, Style::default()),
+        ("last exit", last_exit(m), Style::default()),
     ];
+    let mut lines = Vec::new();
+    for (label, value, style) in fields {
+        lines.extend(field_lines(label, &value, style, width, t));
+    }
     if let Some(oom) = &m.last_oom_line {
-        lines.push(Line::from(vec![label("last OOM"), Span::styled(oom.clone(), t.bad())]));
+        lines.extend(field_lines("last OOM", oom, t.bad(), width, t));
     }
     lines.push(Line::from(""));
     lines.push(Line::styled("recent events", t.header()));
     for e in m.timeline.iter().rev() {
+        let prefix = format!("{} {:<10} ", ctx.local(e.ts).format("%H:%M:%S"), e.state.name());
+        let room = width.saturating_sub(prefix.chars().count());
         lines.push(Line::from(vec![
-            Span::styled(ctx.local(e.ts).format("%H:%M:%S ").to_string(), t.dim()),
-            Span::raw(format!("{:<10} ", e.state.name())),
-            Span::raw(e.detail.clone()),
+            Span::styled(prefix, t.dim()),
+            Span::raw(one_row(&super::logs_view::display_text(&e.detail, DETAIL_TEXT_BYTES), room)),
         ]));
     }
-    frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }), area);
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// A labelled value, wrapped under its own column so the labels stay readable.
+fn field_lines(label: &str, value: &str, style: Style, width: usize, t: &Theme) -> Vec<Line<'static>> {
+    let value = super::logs_view::display_text(value, DETAIL_TEXT_BYTES);
+    let room = width.saturating_sub(LABEL_WIDTH).max(8);
+    let starts = super::logs_view::row_starts(&value, room);
+    let ends = starts.iter().skip(1).copied().chain(std::iter::once(value.len()));
+    starts
+        .iter()
+        .zip(ends)
+        .enumerate()
+        .map(|(row, (&start, end))| {
+            let head = if row == 0 { format!("{label:<LABEL_WIDTH$}") } else { " ".repeat(LABEL_WIDTH) };
+            Line::from(vec![Span::styled(head, t.header()), Span::styled(value[start..end].to_owned(), style)])
+        })
+        .collect()
+}
+
+/// The text cut to one row of `room` columns, ending in `…` when cut.
+fn one_row(text: &str, room: usize) -> String {
+    use super::logs_view::row_starts;
+    if row_starts(text, room).len() == 1 {
+        return text.to_owned();
+    }
+    let cut = row_starts(text, room.saturating_sub(1).max(1)).get(1).copied().unwrap_or(text.len());
+    format!("{}…", &text[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn one_row_cuts_with_an_ellipsis_only_when_needed() {
+        assert_eq!(super::one_row("abcdef", 6), "abcdef");
+        assert_eq!(super::one_row("abcdefg", 6), "abcde…");
+        assert_eq!(super::one_row("日本語", 4), "日…");
+    }
 }

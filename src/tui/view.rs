@@ -455,6 +455,13 @@ tests:
     }
 
     #[test]
+    fn model_detail_wraps_values_under_their_column() {
+        let (mut app, ctx) = busy_app();
+        app.overlay = Overlay::ModelDetail("tinyllama".into());
+        insta::assert_snapshot!(render(&mut app, &ctx, 100, 30));
+    }
+
+    #[test]
     fn too_small_terminal_says_so() {
         let (mut app, ctx) = busy_app();
         let screen = render(&mut app, &ctx, 79, 24);
