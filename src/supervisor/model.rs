@@ -16,7 +16,7 @@ use super::capture::{CaptureTarget, spawn_capture};
 use super::health::{CheckOutcome, HealthChecker};
 use super::oom::OomWatch;
 use super::policy::{Decision, ExitCause, decide};
-use super::process::{SpawnSpec, Spawned, Spawner, signal_group};
+use super::process::{LeaderExit, SpawnSpec, Spawned, Spawner, signal_group};
 use super::registry::ModelProcesses;
 use crate::config::{ModelConfig, RestartPolicy};
 use crate::engine::{Ack, CommandError, Event, EventSink, HealthMode, ModelChange, ModelEvent};
@@ -75,7 +75,7 @@ enum AfterExit {
 struct Run {
     pgid: u32,
     spawned_at: Instant,
-    exit: oneshot::Receiver<io::Result<ExitStatus>>,
+    exit: oneshot::Receiver<LeaderExit>,
     drained: Vec<oneshot::Receiver<()>>,
     probes: mpsc::Receiver<CheckOutcome>,
     prober: tokio::task::JoinHandle<()>,
@@ -103,7 +103,7 @@ impl Drop for Run {
 
 enum Wake {
     Request(Option<Request>),
-    Exited(io::Result<ExitStatus>),
+    Exited(LeaderExit),
     Probe(CheckOutcome),
     StartupTimeout,
     KillDeadline,
@@ -134,7 +134,7 @@ impl ModelTask {
             match wake {
                 Wake::Request(Some(req)) => self.on_request(req).await,
                 Wake::Request(None) => self.on_request_channel_closed().await,
-                Wake::Exited(status) => self.on_exit(status).await,
+                Wake::Exited(exit) => self.on_exit(exit).await,
                 Wake::Probe(outcome) => self.on_probe(outcome).await,
                 Wake::StartupTimeout => self.on_startup_timeout().await,
                 Wake::KillDeadline => self.on_kill_deadline(),
@@ -165,7 +165,7 @@ impl ModelTask {
                 let kill = run.kill_deadline;
                 tokio::select! {
                     req = requests.recv(), if self.shutdown.is_none() => Wake::Request(req),
-                    status = &mut run.exit => Wake::Exited(status.unwrap_or_else(|_| Err(io::Error::other("the wait thread vanished")))),
+                    exit = &mut run.exit => Wake::Exited(exit.unwrap_or_else(|_| LeaderExit::vanished())),
                     Some(outcome) = run.probes.recv() => Wake::Probe(outcome),
                     () = sleep_opt(startup) => Wake::StartupTimeout,
                     () = sleep_opt(kill) => Wake::KillDeadline,
@@ -396,13 +396,15 @@ impl ModelTask {
         }
     }
 
-    async fn on_exit(&mut self, status: io::Result<ExitStatus>) {
+    async fn on_exit(&mut self, LeaderExit { status, hold }: LeaderExit) {
         let Phase::Running(mut run) = std::mem::replace(&mut self.phase, Phase::Idle) else { return };
         run.exited = true;
         run.prober.abort();
         self.shared.processes.clear(&self.cfg.id);
-        // Stragglers that left the leader behind still hold the GPU: take the group down.
+        // Stragglers that left the leader behind still hold the GPU: take the group down. The
+        // leader is reaped only after that, so the group id cannot name a stranger yet.
         let _ = signal_group(run.pgid, Signal::SIGKILL);
+        drop(hold);
         for done in run.drained.drain(..) {
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, done).await;
         }

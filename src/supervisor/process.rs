@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{ChildStderr, ChildStdout, ExitStatus, Stdio};
 use std::sync::mpsc as std_mpsc;
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 use process_wrap::std::{ChildWrapper, CommandWrap, ProcessGroup};
 use tokio::sync::oneshot;
@@ -29,14 +30,32 @@ pub struct SpawnSpec {
     pub model_id: String,
 }
 
-/// A started process group: its leader's PID (= the group id) and its output pipes. The exit
-/// status arrives on `exit` once the leader and its reapable children are gone.
+/// A started process group: its leader's PID (= the group id) and its output pipes. The
+/// leader's exit arrives on `exit`.
 pub struct Spawned {
     pub pgid: u32,
     pub stdout: ChildStdout,
     pub stderr: ChildStderr,
-    pub exit: oneshot::Receiver<io::Result<ExitStatus>>,
+    pub exit: oneshot::Receiver<LeaderExit>,
 }
+
+/// The group leader has exited but is not reaped yet.
+pub struct LeaderExit {
+    pub status: io::Result<ExitStatus>,
+    pub hold: LeaderHold,
+}
+
+impl LeaderExit {
+    /// The wait thread ended without a word (it cannot, short of a bug): nothing is held.
+    pub fn vanished() -> Self {
+        Self { status: Err(io::Error::other("the wait thread vanished")), hold: LeaderHold(std_mpsc::channel().0) }
+    }
+}
+
+/// Keeps an exited leader a zombie, so its PID, and with it the group id, cannot be given to
+/// another process while we still signal the group's stragglers. Dropping it lets the wait
+/// thread reap the leader.
+pub struct LeaderHold(#[allow(dead_code)] std_mpsc::Sender<()>);
 
 struct Request {
     spec: SpawnSpec,
@@ -98,14 +117,42 @@ fn spawn_group(spec: SpawnSpec) -> io::Result<Spawned> {
     let stdout = child.stdout().take().ok_or_else(|| io::Error::other("no stdout pipe"))?;
     let stderr = child.stderr().take().ok_or_else(|| io::Error::other("no stderr pipe"))?;
     let (exit_tx, exit) = oneshot::channel();
-    std::thread::Builder::new().name(format!("llmdeck-wait-{pgid}")).spawn(move || {
-        let _ = exit_tx.send(wait_for(child));
-    })?;
+    std::thread::Builder::new().name(format!("llmdeck-wait-{pgid}")).spawn(move || wait_for(child, pgid, exit_tx))?;
     Ok(Spawned { pgid, stdout, stderr, exit })
 }
 
-fn wait_for(mut child: Box<dyn ChildWrapper>) -> io::Result<ExitStatus> {
-    child.wait()
+/// Reports the leader's exit while it is still a zombie, and reaps it once the hold is dropped.
+fn wait_for(mut child: Box<dyn ChildWrapper>, pid: u32, exit_tx: oneshot::Sender<LeaderExit>) {
+    let (hold_tx, released) = std_mpsc::channel::<()>();
+    let hold = LeaderHold(hold_tx);
+    match wait_unreaped(pid) {
+        Ok(status) => {
+            // If nobody listens any more, the hold is dropped with the message.
+            let _ = exit_tx.send(LeaderExit { status: Ok(status), hold });
+            let _ = released.recv(); // an error means the hold was dropped: reap
+            let _ = child.wait();
+        }
+        Err(e) => {
+            tracing::warn!("waiting for process {pid} without reaping it: {e}; reaping it now");
+            let status = child.wait().map_err(|reap| io::Error::other(format!("{e}; then reaping it: {reap}")));
+            let _ = exit_tx.send(LeaderExit { status, hold });
+        }
+    }
+}
+
+/// Blocks until `pid` (our child) exits, leaving it unreaped.
+fn wait_unreaped(pid: u32) -> io::Result<ExitStatus> {
+    let pid = Pid::from_raw(i32::try_from(pid).map_err(|_| io::Error::other(format!("pid {pid} out of range")))?);
+    loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::from_raw((code & 0xff) << 8)),
+            Ok(WaitStatus::Signaled(_, signal, core_dumped)) => {
+                return Ok(ExitStatus::from_raw(signal as i32 | if core_dumped { 0x80 } else { 0 }));
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
 }
 
 /// Sends `signal` to every process in the group. A group that is already gone is not an error.
@@ -119,5 +166,50 @@ pub fn signal_group(pgid: u32, signal: Signal) -> io::Result<()> {
     match killpg(Pid::from_raw(raw), signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
         Err(e) => Err(io::Error::from(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spawn_sh(script: &str) -> Spawned {
+        let spec = SpawnSpec {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: BTreeMap::new(),
+            cwd: None,
+            run_id: "process-test".into(),
+            model_id: "process-test".into(),
+        };
+        spawn_group(spec).expect("spawn sh")
+    }
+
+    fn process_state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next())
+    }
+
+    #[tokio::test]
+    async fn the_leader_stays_a_zombie_until_the_hold_is_dropped() {
+        let spawned = spawn_sh("exit 3");
+        let pid = spawned.pgid;
+        let exit = spawned.exit.await.expect("exit reported");
+        assert_eq!(exit.status.expect("status").code(), Some(3));
+        assert_eq!(process_state(pid), Some('Z'), "unreaped while held, so the pid cannot be reused");
+        assert!(signal_group(pid, Signal::SIGKILL).is_ok(), "the group id still names only our zombie");
+
+        drop(exit.hold);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_state(pid).is_some() {
+            assert!(std::time::Instant::now() < deadline, "pid {pid} was never reaped");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[tokio::test]
+    async fn deaths_by_signal_keep_their_signal() {
+        let exit = spawn_sh("kill -9 $$").exit.await.expect("exit reported");
+        assert_eq!(exit.status.expect("status").signal(), Some(9));
     }
 }
