@@ -250,17 +250,44 @@ pub fn render_detail(frame: &mut Frame, area: Rect, app: &App, id: &str, ctx: &V
 fn field_lines(label: &str, value: &str, style: Style, width: usize, t: &Theme) -> Vec<Line<'static>> {
     let value = super::logs_view::display_text(value, DETAIL_TEXT_BYTES);
     let room = width.saturating_sub(LABEL_WIDTH).max(8);
-    let starts = super::logs_view::row_starts(&value, room);
-    let ends = starts.iter().skip(1).copied().chain(std::iter::once(value.len()));
-    starts
-        .iter()
-        .zip(ends)
+    word_rows(&value, room)
+        .into_iter()
         .enumerate()
-        .map(|(row, (&start, end))| {
+        .map(|(row, text)| {
             let head = if row == 0 { format!("{label:<LABEL_WIDTH$}") } else { " ".repeat(LABEL_WIDTH) };
-            Line::from(vec![Span::styled(head, t.header()), Span::styled(value[start..end].to_owned(), style)])
+            Line::from(vec![Span::styled(head, t.header()), Span::styled(text.to_owned(), style)])
         })
         .collect()
+}
+
+/// `text` in rows of at most `width` columns, broken after a space where a row has one, else
+/// mid-word (paths and URLs have none).
+fn word_rows(text: &str, width: usize) -> Vec<&str> {
+    use unicode_width::UnicodeWidthChar;
+    let mut rows = Vec::new();
+    let mut rest = text;
+    loop {
+        let mut columns = 0;
+        let mut cut = rest.len();
+        let mut last_space = None;
+        for (i, c) in rest.char_indices() {
+            columns += c.width().unwrap_or(0);
+            if columns > width && i > 0 {
+                cut = i;
+                break;
+            }
+            if c == ' ' {
+                last_space = Some(i + 1);
+            }
+        }
+        if cut == rest.len() {
+            rows.push(rest);
+            return rows;
+        }
+        let cut = last_space.filter(|&s| s < cut).unwrap_or(cut);
+        rows.push(rest[..cut].trim_end());
+        rest = rest[cut..].strip_prefix(' ').unwrap_or(&rest[cut..]);
+    }
 }
 
 /// The text cut to one row of `room` columns, ending in `…` when cut.
@@ -275,6 +302,15 @@ fn one_row(text: &str, room: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn word_rows_break_after_spaces_and_cut_long_words() {
+        assert_eq!(super::word_rows("CUDA out of memory", 10), ["CUDA out", "of memory"]);
+        assert_eq!(super::word_rows("/a/very/long/path x", 8), ["/a/very/", "long/pat", "h x"]);
+        assert_eq!(super::word_rows("", 5), [""]);
+        assert_eq!(super::word_rows("abcd efgh", 4), ["abcd", "efgh"]);
+        assert_eq!(super::word_rows("日本語 text", 4), ["日本", "語", "text"]);
+    }
+
     #[test]
     fn one_row_cuts_with_an_ellipsis_only_when_needed() {
         assert_eq!(super::one_row("abcdef", 6), "abcdef");
