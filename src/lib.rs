@@ -4,6 +4,9 @@
 //! into [`engine::State`]; the TUI, the headless daemon and `--json` output are views of that one
 //! model. See `DESIGN.md` in the shared folder for the shape.
 
+#[macro_use]
+mod macros;
+
 pub mod cli;
 pub mod cmd;
 pub mod config;

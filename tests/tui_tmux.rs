@@ -47,12 +47,7 @@ fn without_a_config_llmdeck_says_where_it_looked() {
 
 /// The process running in the pane's shell (the shell's only child).
 fn child_of(pid: u32) -> u32 {
-    let out = std::process::Command::new("pgrep").arg("-P").arg(pid.to_string()).output().expect("pgrep");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
-        .expect("llmdeck runs in the pane")
+    children_of(pid).first().copied().expect("llmdeck runs in the pane")
 }
 
 #[test]
@@ -70,4 +65,37 @@ fn sigterm_and_sigint_stop_the_tui_and_restore_the_terminal() {
         t.type_line("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ,");
         t.wait_text("icanon,echo,", Duration::from_secs(5));
     }
+}
+
+/// An SSH session that drops hangs up llmdeck's terminal: it must still stop its models and
+/// clean up (the demo's temporary directory goes), not die mid-shutdown on a write to a
+/// terminal that is gone.
+#[test]
+fn a_hung_up_terminal_still_stops_the_models_and_cleans_up() {
+    let sb = Sandbox::new();
+    let tmp = sb.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp dir");
+    let mut env = sb.tmux_env();
+    env.push(("TMPDIR", tmp.display().to_string()));
+    let t = Tmux::start(100, 30, &env);
+    t.type_line(&format!("exec '{BIN}' demo"));
+    t.wait_text("1 Models", Duration::from_secs(10));
+    t.wait_text("● ready", Duration::from_secs(20));
+    let llmdeck = t.pane_pid();
+    let models = children_of(llmdeck);
+    assert!(!models.is_empty(), "the demo's models run under llmdeck");
+    let demo_dirs = || std::fs::read_dir(&tmp).expect("read tmp").flatten().map(|e| e.file_name()).collect::<Vec<_>>();
+    assert_eq!(demo_dirs().len(), 1, "the demo works in one temporary directory");
+
+    t.hang_up();
+    assert!(common::wait_gone(llmdeck, Duration::from_secs(20)), "llmdeck exits after the hang-up");
+    for pid in models {
+        assert!(common::wait_gone(pid, Duration::from_secs(5)), "model process {pid} is gone");
+    }
+    assert!(demo_dirs().is_empty(), "the demo's directory was removed: {:?}", demo_dirs());
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let out = std::process::Command::new("pgrep").arg("-P").arg(pid.to_string()).output().expect("pgrep");
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
 }

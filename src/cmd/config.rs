@@ -21,7 +21,7 @@ pub async fn run(cmd: ConfigCommand, global: &GlobalArgs) -> Result<ExitCode> {
 /// The path llmdeck reads, or a message saying why there is none.
 fn config_path(explicit: Option<&Path>) -> Result<PathBuf, ExitCode> {
     config::config_path(explicit).ok_or_else(|| {
-        eprintln!("llmdeck: {}", config::NoHomeDir);
+        say!("llmdeck: {}", config::NoHomeDir);
         code(USAGE)
     })
 }
@@ -37,15 +37,18 @@ async fn check(explicit: Option<PathBuf>) -> Result<ExitCode> {
     };
     match loaded {
         Ok(cfg) => {
-            print!("{}", config::summary(&cfg, &path));
+            {
+                use std::io::Write as _;
+                let _ = write!(std::io::stdout(), "{}", config::summary(&cfg, &path));
+            }
             Ok(code(OK))
         }
         Err(errors) => {
-            eprintln!("{errors}");
+            say!("{errors}");
             if !errors.is_not_found() {
                 let n = errors.len();
                 let s = if n == 1 { "" } else { "s" };
-                eprintln!("{n} error{s} in {}", path.display());
+                say!("{n} error{s} in {}", path.display());
             }
             Ok(code(USAGE))
         }
@@ -55,9 +58,9 @@ async fn check(explicit: Option<PathBuf>) -> Result<ExitCode> {
 fn print_path(global: &GlobalArgs) -> ExitCode {
     match config_path(global.config.as_deref()) {
         Ok(path) => {
-            println!("{}", path.display());
+            out!("{}", path.display());
             if !path.exists() {
-                eprintln!("(no file there yet: `llmdeck config init` writes a documented example)");
+                say!("(no file there yet: `llmdeck config init` writes a documented example)");
             }
             code(OK)
         }
@@ -79,12 +82,12 @@ async fn init(global: &GlobalArgs) -> Result<ExitCode> {
     };
     match written {
         Ok(()) => {
-            println!("{}", path.display());
-            eprintln!("wrote the documented example; edit it, then run `llmdeck config check`");
+            out!("{}", path.display());
+            say!("wrote the documented example; edit it, then run `llmdeck config check`");
             Ok(code(OK))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            eprintln!(
+            say!(
                 "llmdeck: {} already exists; leaving it as it is\n  hint: check it with \
                  `llmdeck config check`, or move it away and run `llmdeck config init` again",
                 path.display()
@@ -92,7 +95,7 @@ async fn init(global: &GlobalArgs) -> Result<ExitCode> {
             Ok(code(USAGE))
         }
         Err(e) => {
-            eprintln!("llmdeck: cannot write {}: {e}", path.display());
+            say!("llmdeck: cannot write {}: {e}", path.display());
             Ok(code(USAGE))
         }
     }

@@ -16,15 +16,6 @@ use crate::engine::{Engine, EngineEventKind, EngineOptions, Event};
 use crate::exit;
 use crate::tui::{self, Exit, TuiOptions, app::Origin};
 
-/// Like `eprintln!`, but a closed or hung-up terminal (EIO after the SSH session ended) is not
-/// a reason to panic in the middle of stopping models.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
-
 /// The demo's configuration, with `${...}` filled in by [`demo`].
 pub const DEMO_CONFIG: &str = include_str!("../../assets/demo.yaml");
 

@@ -28,7 +28,11 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Some(Command::MockLlm(args)) => crate::fakes::mock_llm::run(args).await,
             Some(Command::Completions { shell }) => {
                 use clap::CommandFactory;
-                clap_complete::generate(shell, &mut Cli::command(), "llmdeck", &mut std::io::stdout());
+                // Into memory first: clap_complete panics when its writer fails (`| head`).
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "llmdeck", &mut script);
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(&script);
                 Ok(crate::exit::code(crate::exit::OK))
             }
         }

@@ -143,7 +143,7 @@ pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std:
         match message {
             Err(_) => {
                 let call = tracker.in_flight().map_or_else(|| "NVML".to_owned(), |f| f.call);
-                eprintln!(
+                say!(
                     "llmdeck gpus: the NVIDIA driver did not answer within {:.1}s ({call} has not returned)",
                     limit.as_secs_f64()
                 );
@@ -152,7 +152,7 @@ pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std:
             Ok(None) => return Ok(exit::code(exit::OK)),
             Ok(Some(Message::Unavailable(reason))) => {
                 // One line, with the way out: where llmdeck looks for the driver's library.
-                eprintln!(
+                say!(
                     "llmdeck gpus: {reason}; set gpu.nvml_library or LLMDECK_NVML_LIB to the driver's libnvidia-ml.so.1"
                 );
                 return Ok(exit::code(exit::MISSING));
@@ -192,7 +192,7 @@ async fn gpu_config(global: &crate::cli::GlobalArgs) -> std::result::Result<GpuC
     };
     if !path.exists() {
         if explicit {
-            eprintln!("llmdeck gpus: no configuration file at {}", path.display());
+            say!("llmdeck gpus: no configuration file at {}", path.display());
             return Err(exit::code(exit::USAGE));
         }
         return Ok(GpuConfig::default());
@@ -204,11 +204,11 @@ async fn gpu_config(global: &crate::cli::GlobalArgs) -> std::result::Result<GpuC
     match loaded {
         Ok(Ok(cfg)) => Ok(cfg.gpu),
         Ok(Err(errors)) => {
-            eprintln!("{errors}");
+            say!("{errors}");
             Err(exit::code(exit::USAGE))
         }
         Err(e) => {
-            eprintln!("llmdeck gpus: reading {} failed: {e}", path.display());
+            say!("llmdeck gpus: reading {} failed: {e}", path.display());
             Err(exit::code(exit::FAILED))
         }
     }

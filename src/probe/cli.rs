@@ -111,7 +111,7 @@ pub async fn run(args: ProbeArgs) -> color_eyre::Result<ExitCode> {
     let opts = match options(&args).await {
         Ok(opts) => opts,
         Err(message) => {
-            eprintln!("llmdeck probe: {message}");
+            say!("llmdeck probe: {message}");
             return Ok(exit::code(exit::USAGE));
         }
     };
@@ -146,15 +146,15 @@ pub async fn run(args: ProbeArgs) -> color_eyre::Result<ExitCode> {
     let report = match result {
         Ok(report) => report,
         Err(ProbeError::Invalid(message)) => {
-            eprintln!("llmdeck probe: {message}");
+            say!("llmdeck probe: {message}");
             return Ok(exit::code(exit::USAGE));
         }
         Err(ProbeError::Cancelled) => {
-            eprintln!("llmdeck probe: interrupted before the first request");
+            say!("llmdeck probe: interrupted before the first request");
             return Ok(exit::code(exit::CANCELLED));
         }
         Err(e) => {
-            eprintln!("llmdeck probe: {e}");
+            say!("llmdeck probe: {e}");
             return Ok(exit::code(exit::FAILED));
         }
     };
@@ -169,7 +169,7 @@ pub async fn run(args: ProbeArgs) -> color_eyre::Result<ExitCode> {
     // A closed pipe (`| head`) is not our failure.
     let _ = stdout.write_all(out.as_bytes()).and_then(|_| stdout.flush());
     if interrupted {
-        eprintln!("llmdeck probe: interrupted; the report covers the requests that finished");
+        say!("llmdeck probe: interrupted; the report covers the requests that finished");
         return Ok(exit::code(exit::CANCELLED));
     }
     Ok(exit::code(if report.all_succeeded() { exit::OK } else { exit::FAILED }))

@@ -447,9 +447,11 @@ impl ModelTask {
             Decision::Restart { attempt, delay } => {
                 self.restarts_in_row = attempt;
                 let delay_ms = delay.as_millis() as u64;
+                // The reason was noted just before; the log needs only what happens next.
+                let max = self.cfg.restart.max_restarts;
                 self.note(
                     Level::Warn,
-                    &format!("{reason}, restart {attempt} in {}", crate::util::fmt_duration_ms(delay_ms)),
+                    &format!("restart {attempt} of {max} in {}", crate::util::fmt_duration_ms(delay_ms)),
                 );
                 self.phase = Phase::Backoff { until: Instant::now() + delay, attempt };
                 self.emit(ModelChange::Backoff { attempt, delay_ms, reason }).await;

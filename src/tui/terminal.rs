@@ -3,6 +3,7 @@
 //! the process exits on a signal.
 
 use std::io::{self, Stdout, stdout};
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use color_eyre::eyre::{Result, WrapErr};
@@ -20,7 +21,8 @@ static MOUSE: AtomicBool = AtomicBool::new(false);
 pub type Tui = Terminal<CrosstermBackend<Stdout>>;
 
 pub struct TerminalGuard {
-    pub terminal: Tui,
+    /// Dropped by hand: see `Drop for TerminalGuard`.
+    pub terminal: ManuallyDrop<Tui>,
 }
 
 impl TerminalGuard {
@@ -39,7 +41,7 @@ impl TerminalGuard {
             return Err(e).wrap_err("entering the alternate screen");
         }
         match Terminal::new(CrosstermBackend::new(stdout())) {
-            Ok(terminal) => Ok(TerminalGuard { terminal }),
+            Ok(terminal) => Ok(TerminalGuard { terminal: ManuallyDrop::new(terminal) }),
             Err(e) => {
                 restore();
                 Err(e).wrap_err("setting up the terminal")
@@ -71,6 +73,14 @@ impl TerminalGuard {
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore();
+        // ratatui's Terminal, dropped while it thinks the cursor is hidden, tries to show it
+        // and `eprintln!`s the failure, which panics when the terminal is gone (an SSH session
+        // that ended): a panic mid-shutdown, before the models are stopped. When the cursor
+        // cannot be shown the terminal is leaked instead; the process is on its way out.
+        if self.terminal.show_cursor().is_ok() {
+            // SAFETY: the field is dropped exactly once, here, and never touched again.
+            unsafe { ManuallyDrop::drop(&mut self.terminal) };
+        }
     }
 }
 
@@ -92,10 +102,11 @@ pub fn restore() {
 pub fn install_panic_hook() -> Result<()> {
     let (panic_hook, eyre_hook) = color_eyre::config::HookBuilder::default().display_env_section(false).into_hooks();
     eyre_hook.install().wrap_err("installing the error report hook")?;
-    let panic_hook = panic_hook.into_panic_hook();
     std::panic::set_hook(Box::new(move |info| {
         restore();
-        panic_hook(info);
+        // Not `eprintln!`: a panic inside the hook (stderr gone) would abort the process.
+        use std::io::Write as _;
+        let _ = writeln!(io::stderr(), "{}", panic_hook.panic_report(info));
     }));
     Ok(())
 }

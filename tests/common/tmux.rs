@@ -53,6 +53,11 @@ impl Tmux {
         self.tmux(&["display-message", "-p", "-t", "t", "#{pane_pid}"]).trim().parse().expect("pane pid")
     }
 
+    /// Ends the tmux server: the pane's terminal hangs up, as when an SSH session drops.
+    pub fn hang_up(&self) {
+        self.tmux(&["kill-server"]);
+    }
+
     pub fn screen(&self) -> String {
         self.tmux(&["capture-pane", "-p", "-t", "t"])
     }

@@ -216,7 +216,7 @@ pub async fn run(args: MockLlmArgs) -> Result<ExitCode> {
     let api_key = match resolve_api_key(&args) {
         Ok(key) => key,
         Err(message) => {
-            eprintln!("llmdeck mock-llm: {message}");
+            say!("llmdeck mock-llm: {message}");
             return Ok(exit::code(exit::USAGE));
         }
     };
