@@ -249,7 +249,7 @@ impl ModelTask {
             Ok(s) => s,
             Err(e) => {
                 self.phase = Phase::Idle;
-                let reason = format!("could not start `{}`: {e}", self.cfg.command);
+                let reason = spawn_failure(&self.cfg.command, self.cfg.cwd.as_deref(), &e);
                 self.note(Level::Error, &reason);
                 if attempt == 0 {
                     // A first start that fails is a configuration problem: say so, don't retry.
@@ -499,6 +499,24 @@ impl ModelTask {
     }
 }
 
+/// Why a model could not be started, in words that point at the fix: exec's ENOENT can mean
+/// a missing program or a missing working directory.
+fn spawn_failure(command: &str, cwd: Option<&std::path::Path>, e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::NotFound {
+        if let Some(dir) = cwd.filter(|d| !d.is_dir()) {
+            return format!("could not start `{command}`: its working directory {} does not exist", dir.display());
+        }
+        if !command.contains('/') {
+            return format!("could not start `{command}`: not found on PATH (give the full path, or fix PATH)");
+        }
+        return format!("could not start `{command}`: no such file");
+    }
+    if e.kind() == io::ErrorKind::PermissionDenied {
+        return format!("could not start `{command}`: permission denied (is it executable?)");
+    }
+    format!("could not start `{command}`: {e}")
+}
+
 fn ack(message: String) -> Ack {
     Ack { message }
 }
@@ -582,5 +600,38 @@ async fn probe_loop(cfg: ModelConfig, out: mpsc::Sender<CheckOutcome>) {
             return;
         }
         tokio::time::sleep(if ready { cfg.health.interval_s } else { STARTUP_POLL }).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn real_error(program: &str, cwd: Option<&str>) -> io::Error {
+        let mut cmd = std::process::Command::new(program);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.spawn().expect_err("the spawn fails")
+    }
+
+    #[test]
+    fn spawn_failures_name_what_is_missing() {
+        let e = real_error("sleep", Some("/nonexistent-llmdeck-dir"));
+        let cwd = std::path::Path::new("/nonexistent-llmdeck-dir");
+        assert_eq!(
+            spawn_failure("sleep", Some(cwd), &e),
+            "could not start `sleep`: its working directory /nonexistent-llmdeck-dir does not exist"
+        );
+        let e = real_error("no-such-llmdeck-server", None);
+        assert!(spawn_failure("no-such-llmdeck-server", None, &e).contains("not found on PATH"));
+        let e = real_error("/nonexistent/vllm", None);
+        assert_eq!(spawn_failure("/nonexistent/vllm", None, &e), "could not start `/nonexistent/vllm`: no such file");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let not_executable = dir.path().join("server");
+        std::fs::write(&not_executable, "#!/bin/sh\n").expect("write");
+        let path = not_executable.to_str().expect("utf-8 path");
+        let e = real_error(path, None);
+        assert!(spawn_failure(path, None, &e).contains("permission denied"), "{e}");
     }
 }
