@@ -21,3 +21,6 @@ pub use source::{
     Call, CallTracker, EnergyIntegrator, GpuSource, InFlight, XidEvent, map_models, throttle_words, xid_meaning,
 };
 pub use types::*;
+
+/// The reason shown when the config turned GPU monitoring off.
+pub const MONITORING_OFF: &str = "GPU monitoring is off (gpu.backend: none; `auto` uses NVML when the driver is there)";

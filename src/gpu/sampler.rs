@@ -82,8 +82,7 @@ pub fn start(
     tasks: &mut JoinSet<()>,
 ) {
     if cfg.backend == GpuBackend::None {
-        let event =
-            cfg.backend_event(BackendStatus::None { reason: "GPU monitoring is off (gpu.backend: none)".into() });
+        let event = cfg.backend_event(BackendStatus::None { reason: super::MONITORING_OFF.into() });
         tasks.spawn(async move {
             let _ = sink.send(event).await;
         });

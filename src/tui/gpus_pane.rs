@@ -35,6 +35,9 @@ pub fn render(frame: &mut Frame, area: Rect, gpus: &GpuState, theme: &Theme, foc
 
 fn render_empty(frame: &mut Frame, area: Rect, gpus: &GpuState, theme: &Theme) {
     let lines = match &gpus.backend {
+        BackendStatus::None { reason } if reason == crate::gpu::MONITORING_OFF => {
+            vec![Line::from(Span::styled("No GPUs shown", theme.dim())), Line::from(reason.clone())]
+        }
         BackendStatus::None { reason } => vec![
             Line::from(Span::styled("No GPUs shown", theme.warn())),
             Line::from(reason.clone()),
