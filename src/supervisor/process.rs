@@ -48,14 +48,19 @@ pub struct LeaderExit {
 impl LeaderExit {
     /// The wait thread ended without a word (it cannot, short of a bug): nothing is held.
     pub fn vanished() -> Self {
-        Self { status: Err(io::Error::other("the wait thread vanished")), hold: LeaderHold(std_mpsc::channel().0) }
+        Self {
+            status: Err(io::Error::other("the wait thread vanished")),
+            hold: LeaderHold { _release: std_mpsc::channel().0 },
+        }
     }
 }
 
 /// Keeps an exited leader a zombie, so its PID, and with it the group id, cannot be given to
 /// another process while we still signal the group's stragglers. Dropping it lets the wait
 /// thread reap the leader.
-pub struct LeaderHold(#[allow(dead_code)] std_mpsc::Sender<()>);
+pub struct LeaderHold {
+    _release: std_mpsc::Sender<()>,
+}
 
 struct Request {
     spec: SpawnSpec,
@@ -124,7 +129,7 @@ fn spawn_group(spec: SpawnSpec) -> io::Result<Spawned> {
 /// Reports the leader's exit while it is still a zombie, and reaps it once the hold is dropped.
 fn wait_for(mut child: Box<dyn ChildWrapper>, pid: u32, exit_tx: oneshot::Sender<LeaderExit>) {
     let (hold_tx, released) = std_mpsc::channel::<()>();
-    let hold = LeaderHold(hold_tx);
+    let hold = LeaderHold { _release: hold_tx };
     match wait_unreaped(pid) {
         Ok(status) => {
             // If nobody listens any more, the hold is dropped with the message.
