@@ -103,7 +103,8 @@ impl Engine {
     pub async fn start_subscribed(opts: EngineOptions) -> Result<(Engine, Subscription)> {
         let host = crate::util::hostname();
         let config_path = opts.config_path.as_ref().map(|p| p.display().to_string());
-        let initial = State::new(&opts.config, config_path, host.clone());
+        let mut initial = State::new(&opts.config, config_path, host.clone());
+        initial.log_dir = Some(opts.log_dir.display().to_string());
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
         let hub = Arc::new(hub::Hub::new(initial));
         let first_subscriber = hub.subscribe();

@@ -23,6 +23,9 @@ pub struct State {
     pub host: String,
     pub version: String,
     pub config_path: Option<String>,
+    /// Where the engine writes model and test logs (on the engine's machine).
+    #[serde(default)]
+    pub log_dir: Option<String>,
     pub running: bool,
     pub models: Vec<ModelStatus>,
     pub gpus: GpuState,
@@ -218,6 +221,7 @@ impl State {
             host,
             version: env!("CARGO_PKG_VERSION").into(),
             config_path,
+            log_dir: None,
             running: false,
             models: config
                 .models

@@ -226,8 +226,12 @@ pub fn render_detail(frame: &mut Frame, area: Rect, app: &App, id: &str, ctx: &V
         ("pid", pid, Style::default()),
         ("last exit", last_exit(m), Style::default()),
     ];
+    let log_file = app.state.log_dir.as_ref().map(|dir| {
+        let file = format!("{}.log", crate::logs::file::sanitize_file_stem(&m.id));
+        ("log file", std::path::Path::new(dir).join(file).display().to_string(), Style::default())
+    });
     let mut lines = Vec::new();
-    for (label, value, style) in fields {
+    for (label, value, style) in fields.into_iter().chain(log_file) {
         lines.extend(field_lines(label, &value, style, width, t));
     }
     if let Some(oom) = &m.last_oom_line {

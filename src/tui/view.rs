@@ -306,7 +306,8 @@ tests:
     /// a few log lines.
     fn busy_app() -> (App, ViewCtx) {
         let config: Config = crate::config::load_str(CONFIG, "test").expect("test config");
-        let state = State::new(&config, Some("/etc/llmdeck/config.yaml".into()), "gpu-box-07".into());
+        let mut state = State::new(&config, Some("/etc/llmdeck/config.yaml".into()), "gpu-box-07".into());
+        state.log_dir = Some("/var/log/llmdeck".into());
         let mut app =
             App::new(Snapshot { state, log_tail: Default::default() }, Origin { mode: "in-process".into() }, 1000);
         let oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.6 GiB total)";
