@@ -126,6 +126,35 @@ fn health_404_means_models_only_and_sighup_is_survived() {
 }
 
 #[test]
+fn a_second_llmdeck_on_the_same_state_dir_is_refused() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{}", mock_model("solo", port, "", "")));
+    let mut first = Daemon::start(&sb, &config);
+    first.wait_for("ready", LONG, is("solo", "ready"));
+
+    let mut second = sb
+        .command()
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a second daemon");
+    let status = common::wait_child(&mut second, Duration::from_secs(20)).expect("the second daemon exits by itself");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut stderr).expect("read stderr");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("already supervising") && stderr.contains(&first.child.id().to_string()), "{stderr}");
+
+    // The first one was not disturbed: its model was started once and still serves.
+    first.drain_for(Duration::from_millis(300));
+    assert_eq!(first.states_of("solo"), ["starting", "ready"]);
+    first.signal(15);
+    assert!(first.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[test]
 fn kill_9_of_the_daemon_leaves_no_model_behind() {
     let sb = Sandbox::new();
     let (p1, p2) = (free_port(), free_port());

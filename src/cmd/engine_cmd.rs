@@ -14,6 +14,7 @@ use crate::cli::{DemoArgs, GlobalArgs};
 use crate::config::{self, Config, GpuBackend};
 use crate::engine::{Engine, EngineEventKind, EngineOptions, Event};
 use crate::exit;
+use crate::supervisor::instance::AlreadyRunning;
 use crate::tui::{self, Exit, TuiOptions, app::Origin};
 
 /// The demo's configuration, with `${...}` filled in by [`demo`].
@@ -116,7 +117,10 @@ async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result
         origin: Origin { mode: mode.to_owned() },
         log_dir: opts.log_dir.clone(),
     };
-    let engine = Engine::start(opts).await.wrap_err("starting the engine")?;
+    let engine = match Engine::start(opts).await {
+        Ok(engine) => engine,
+        Err(report) => return engine_start_failed(report),
+    };
     let outcome = tui::run(engine.handle(), tui_opts).await;
     // The terminal is restored by now: progress can go to stderr.
     let active = engine.handle().snapshot().state.models.iter().filter(|m| m.state.is_active()).count();
@@ -177,6 +181,16 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// Starting the engine failed. Another llmdeck on the same state directory is not a crash:
+/// one plain line and the usage exit code.
+fn engine_start_failed(report: color_eyre::Report) -> Result<ExitCode> {
+    if let Some(held) = report.chain().find_map(|e| e.downcast_ref::<AlreadyRunning>()) {
+        say!("llmdeck: {held}");
+        return Ok(exit::code(exit::USAGE));
+    }
+    Err(report.wrap_err("starting the engine"))
+}
+
 /// `llmdeck daemon`: the engine without a TUI; one JSON object per event on stdout.
 pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
     let (config, path) = match load_config(global).await {
@@ -185,16 +199,16 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
     };
     let opts = engine_options_for(config, path)?;
     let _log_guard = init_tracing(&opts.state_dir)?;
-    say!(
-        "llmdeck daemon: supervising {} model(s); model logs in {}; events on stdout",
-        opts.config.models.len(),
-        opts.log_dir.display()
-    );
     let mut sigint = signal(SignalKind::interrupt()).wrap_err("listening for SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).wrap_err("listening for SIGTERM")?;
     // A daemon outlives the SSH session that started it: a hang-up is noted, not obeyed.
     let mut sighup = signal(SignalKind::hangup()).wrap_err("listening for SIGHUP")?;
-    let (engine, sub) = Engine::start_subscribed(opts).await.wrap_err("starting the engine")?;
+    let (models, log_dir) = (opts.config.models.len(), opts.log_dir.clone());
+    let (engine, sub) = match Engine::start_subscribed(opts).await {
+        Ok(started) => started,
+        Err(report) => return engine_start_failed(report),
+    };
+    say!("llmdeck daemon: supervising {} model(s); model logs in {}; events on stdout", models, log_dir.display());
     // A thread: a slow reader of stdout must never stall the runtime.
     let printer = std::thread::Builder::new()
         .name("llmdeck-events-out".into())

@@ -3,6 +3,7 @@
 
 pub mod capture;
 mod health;
+pub mod instance;
 mod ledger;
 mod model;
 pub mod oom;
@@ -28,6 +29,8 @@ pub struct Supervisor {
     handle: SupervisorHandle,
     tasks: JoinSet<()>,
     ledger: Option<ledger::Ledger>,
+    /// Released last, after every model is stopped.
+    _instance: instance::InstanceLock,
     /// The longest stop timeout: shutdown waits that long (plus a margin) at most.
     max_stop_timeout: Duration,
 }
@@ -40,6 +43,13 @@ pub struct SupervisorHandle {
 
 impl Supervisor {
     pub async fn start(opts: &EngineOptions, events: EventSink, processes: ModelProcesses) -> Result<Self> {
+        let instance = match instance::InstanceLock::acquire(&opts.state_dir) {
+            Ok(lock) => lock,
+            Err(instance::LockError::AlreadyRunning(held)) => return Err(held.into()),
+            Err(instance::LockError::Io(e)) => {
+                return Err(e).wrap_err_with(|| format!("locking the state directory {}", opts.state_dir.display()));
+            }
+        };
         let ledger = ledger::Ledger::open(&opts.state_dir)
             .wrap_err_with(|| format!("recording this run in the PID ledger under {}", opts.state_dir.display()))?;
         let leftovers = {
@@ -63,7 +73,13 @@ impl Supervisor {
             models.insert(cfg.id.clone(), tx);
         }
         let max_stop_timeout = opts.config.models.iter().map(|m| m.stop_timeout_s).max().unwrap_or_default();
-        Ok(Self { handle: SupervisorHandle { models }, tasks, ledger: Some(ledger), max_stop_timeout })
+        Ok(Self {
+            handle: SupervisorHandle { models },
+            tasks,
+            ledger: Some(ledger),
+            _instance: instance,
+            max_stop_timeout,
+        })
     }
 
     pub fn clone_handle(&self) -> SupervisorHandle {
