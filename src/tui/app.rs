@@ -29,8 +29,11 @@ pub enum Confirm {
     Stop(String),
     Restart(String),
     CancelTest(String),
-    Quit { active_models: usize },
+    Quit { active_models: usize, running_tests: usize },
 }
+
+/// How every question is answered; shown under it (also on a too-small screen).
+pub const CONFIRM_ANSWERS: &str = "y / Enter: yes    any other key: no";
 
 impl Confirm {
     pub fn question(&self) -> String {
@@ -38,10 +41,29 @@ impl Confirm {
             Confirm::Stop(id) => format!("Stop {id}?"),
             Confirm::Restart(id) => format!("Restart {id}?"),
             Confirm::CancelTest(name) => format!("Cancel the running test {name}?"),
-            Confirm::Quit { active_models: 1 } => "Quit? The running model will be stopped.".into(),
-            Confirm::Quit { active_models } => format!("Quit? {active_models} running models will be stopped."),
+            Confirm::Quit { active_models, running_tests } => {
+                let mut lost = Vec::new();
+                match active_models {
+                    0 => {}
+                    1 => lost.push("the running model will be stopped".to_owned()),
+                    n => lost.push(format!("{n} running models will be stopped")),
+                }
+                // "… will be stopped and the running test cancelled" shares its "will be".
+                let will_be = if lost.is_empty() { "will be " } else { "" };
+                match running_tests {
+                    0 => {}
+                    1 => lost.push(format!("the running test {will_be}cancelled")),
+                    n => lost.push(format!("{n} running tests {will_be}cancelled")),
+                }
+                format!("Quit? {}.", capitalised(&lost.join(" and ")))
+            }
         }
     }
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// Work for the event loop.
@@ -152,6 +174,10 @@ impl App {
         self.state.models.iter().filter(|m| m.state.is_active()).count()
     }
 
+    pub fn running_tests(&self) -> usize {
+        self.state.tests.iter().filter(|t| t.running.is_some()).count()
+    }
+
     pub fn selected_model(&self) -> Option<&crate::engine::ModelStatus> {
         self.state.models.get(self.models_selected)
     }
@@ -194,6 +220,8 @@ impl App {
                     self.overlay = Overlay::None;
                     self.confirmed(confirm)
                 }
+                // Ctrl-C at the quit question is the impatient "yes"; at any other question it
+                // asks the quit question instead.
                 KeyCode::Char('c') if key.modifiers.contains(crossterm::event::KeyModifiers::CONTROL) => {
                     self.on_action(Action::ForceQuit)
                 }
@@ -253,16 +281,16 @@ impl App {
                     self.zoomed = false;
                 }
             }
-            Action::Quit => {
-                let active = self.active_models();
-                if active > 0 {
-                    self.overlay = Overlay::Confirm(Confirm::Quit { active_models: active });
+            Action::ForceQuit if matches!(self.overlay, Overlay::Confirm(Confirm::Quit { .. })) => {
+                return vec![Effect::Quit];
+            }
+            Action::Quit | Action::ForceQuit => {
+                let (active_models, running_tests) = (self.active_models(), self.running_tests());
+                if active_models + running_tests > 0 {
+                    self.overlay = Overlay::Confirm(Confirm::Quit { active_models, running_tests });
                 } else {
                     return vec![Effect::Quit];
                 }
-            }
-            Action::ForceQuit => {
-                return vec![Effect::Quit];
             }
             Action::Up | Action::Down | Action::Top | Action::Bottom | Action::PageUp | Action::PageDown => {
                 self.move_selection(action)
@@ -361,5 +389,70 @@ impl App {
             .iter()
             .any(|m| matches!(m.state, ModelState::Starting | ModelState::Backoff | ModelState::Stopping))
             || self.state.tests.iter().any(|t| t.running.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crossterm::event::{KeyCode, KeyModifiers};
+
+    use super::*;
+    use crate::engine::TestRun;
+
+    fn app(models_running: usize, test_running: bool) -> App {
+        let yaml = "models:\n  - { id: a, command: x, port: 9001 }\n  - { id: b, command: x, port: 9002 }\n\
+                    tests:\n  - { name: t, kind: local, model: a }\n";
+        let config = crate::config::load_str(yaml, "test").expect("config");
+        let mut state = State::new(&config, None, "host".into());
+        for m in state.models.iter_mut().take(models_running) {
+            m.state = ModelState::Ready;
+        }
+        if test_running {
+            state.tests[0].running = Some(TestRun::default());
+        }
+        App::new(Snapshot { state, log_tail: Default::default() }, Origin { mode: "test".into() }, 100)
+    }
+
+    fn press(app: &mut App, code: KeyCode) -> Vec<Effect> {
+        app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
+    }
+
+    fn ctrl_c(app: &mut App) -> Vec<Effect> {
+        app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL))
+    }
+
+    #[test]
+    fn quitting_with_nothing_running_needs_no_question() {
+        assert_eq!(press(&mut app(0, false), KeyCode::Char('q')), [Effect::Quit]);
+        assert_eq!(ctrl_c(&mut app(0, false)), [Effect::Quit]);
+    }
+
+    #[test]
+    fn ctrl_c_asks_like_q_and_a_second_ctrl_c_quits() {
+        let mut app = app(2, false);
+        assert!(ctrl_c(&mut app).is_empty());
+        let Overlay::Confirm(question) = &app.overlay else { panic!("no question: {:?}", app.overlay) };
+        assert_eq!(question.question(), "Quit? 2 running models will be stopped.");
+        assert_eq!(ctrl_c(&mut app), [Effect::Quit]);
+    }
+
+    #[test]
+    fn a_running_test_alone_is_reason_to_ask() {
+        let mut app = app(0, true);
+        assert!(press(&mut app, KeyCode::Char('q')).is_empty());
+        let Overlay::Confirm(question) = &app.overlay else { panic!("no question") };
+        assert_eq!(question.question(), "Quit? The running test will be cancelled.");
+        assert!(press(&mut app, KeyCode::Char('n')).is_empty(), "any other key is no");
+        assert_eq!(app.overlay, Overlay::None);
+    }
+
+    #[test]
+    fn ctrl_c_at_another_question_asks_the_quit_question() {
+        let mut app = app(1, true);
+        assert_eq!(press(&mut app, KeyCode::Char('x')), []);
+        assert!(matches!(app.overlay, Overlay::Confirm(Confirm::Stop(_))));
+        assert!(ctrl_c(&mut app).is_empty());
+        let Overlay::Confirm(question) = &app.overlay else { panic!("no question") };
+        assert_eq!(question.question(), "Quit? The running model will be stopped and the running test cancelled.");
     }
 }

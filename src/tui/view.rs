@@ -10,7 +10,7 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
 
-use super::app::{App, Overlay};
+use super::app::{App, CONFIRM_ANSWERS, Overlay};
 use super::keymap::{BINDINGS, GLOBAL_HINTS, LOG_KEYS, Pane, list_hints};
 use super::theme::Theme;
 use super::{gpus_pane, models_pane, tests_pane};
@@ -64,7 +64,7 @@ pub fn draw(frame: &mut Frame, app: &mut App, ctx: &ViewCtx) {
 fn draw_too_small(frame: &mut Frame, area: Rect, overlay: &Overlay) {
     // A pending question still shows: keys answer it even here.
     let last = match overlay {
-        Overlay::Confirm(confirm) => format!("{} y: yes, any other key: no", confirm.question()),
+        Overlay::Confirm(confirm) => format!("{} {CONFIRM_ANSWERS}", confirm.question()),
         _ => "q quits".into(),
     };
     let text = vec![
@@ -183,13 +183,12 @@ fn draw_overlay(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
         Overlay::Help => draw_help(frame, area, app, ctx),
         Overlay::Confirm(confirm) => {
             let question = confirm.question();
-            const ANSWERS: &str = "y / Enter: yes    any other key: no";
-            let widest = question.chars().count().max(ANSWERS.chars().count());
+            let widest = question.chars().count().max(CONFIRM_ANSWERS.chars().count());
             let width = (widest as u16 + 6).min(area.width);
             let rect = centered(area, width, 5);
             frame.render_widget(Clear, rect);
             let block = Block::default().borders(Borders::ALL).border_type(BorderType::Double).title(" confirm ");
-            let text = vec![Line::from(question), Line::from(""), Line::from(ANSWERS)];
+            let text = vec![Line::from(question), Line::from(""), Line::from(CONFIRM_ANSWERS)];
             frame.render_widget(Paragraph::new(text).block(block).centered(), rect);
         }
         Overlay::ModelDetail(id) => models_pane::render_detail(
