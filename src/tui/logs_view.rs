@@ -585,10 +585,17 @@ impl LogView {
             return;
         }
         let from = match self.position {
+            // Following is already at the newest line: only a move up pauses.
+            Position::Follow if delta >= 0 => return,
             Position::Follow => end - 1,
             Position::Paused { sel, .. } => sel,
         };
         let to = from.saturating_add_signed(delta).clamp(start, end - 1);
+        if delta > 0 && to == end - 1 {
+            // Scrolling back down to the newest line picks up following again.
+            self.position = Position::Follow;
+            return;
+        }
         self.select(to);
     }
 
@@ -1635,6 +1642,21 @@ mod tests {
         assert!(row_text(&terminal, 0).ends_with("line 0"));
         view.handle_key(ch('G'));
         assert!(view.is_following());
+    }
+
+    #[test]
+    fn moving_down_never_pauses_and_reaching_the_newest_line_follows_again() {
+        let mut view = view_with_lines(10, 100);
+        view.handle_key(ch('j'));
+        view.handle_key(key(KeyCode::PageDown));
+        assert!(view.is_following(), "down at the newest line keeps following");
+        view.handle_key(ch('k'));
+        view.handle_key(ch('k'));
+        assert_eq!(view.selected_text(), Some("line 7"));
+        view.handle_key(ch('j'));
+        assert_eq!(view.selected_text(), Some("line 8"), "still paused one line short of the newest");
+        view.handle_key(ch('j'));
+        assert!(view.is_following(), "back at the newest line: following again");
     }
 
     #[test]
