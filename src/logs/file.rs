@@ -46,11 +46,20 @@ impl RotatingFile {
         &self.path
     }
 
-    /// Writes one line (a newline is added).
+    /// Writes one line (a newline is added). A rotation that fails is reported and the line
+    /// goes on to the file already open: losing lines, or retrying (and shifting the old files
+    /// away) on every line, would both be worse than one file growing past its size for a while.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         let len = line.len() as u64 + 1;
         if self.written > 0 && self.written + len > self.max_bytes {
-            self.rotate()?;
+            if let Err(e) = self.rotate() {
+                tracing::warn!(
+                    "rotating {}: {e}; writing on, next try after another {} bytes",
+                    self.path.display(),
+                    self.max_bytes
+                );
+                self.written = 0;
+            }
         }
         self.out.write_all(line)?;
         self.out.write_all(b"\n")?;
@@ -72,8 +81,10 @@ impl RotatingFile {
             for n in (1..self.keep_files).rev() {
                 fs::rename(numbered(n), numbered(n + 1)).or_else(ignore_missing)?;
             }
-            fs::rename(&self.path, numbered(1))?;
+            // Missing after an earlier rotation that renamed it but could not open a new one.
+            fs::rename(&self.path, numbered(1)).or_else(ignore_missing)?;
         }
+        // On failure the old handle stays: its file was renamed, but it still takes lines.
         self.out = BufWriter::with_capacity(64 * 1024, open_append(&self.path)?);
         self.written = 0;
         Ok(())
@@ -87,4 +98,48 @@ fn ignore_missing(e: io::Error) -> io::Result<()> {
 fn open_append(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_in(path: &Path) -> Vec<String> {
+        fs::read_to_string(path).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn rotation_keeps_the_newest_files_and_every_recent_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut file = RotatingFile::open(dir.path(), "m", 100, 2).expect("open");
+        for n in 0..40 {
+            file.write_line(format!("line {n:02}").as_bytes()).expect("write");
+        }
+        file.flush().expect("flush");
+        let (current, one, two) = (
+            lines_in(&dir.path().join("m.log")),
+            lines_in(&dir.path().join("m.log.1")),
+            lines_in(&dir.path().join("m.log.2")),
+        );
+        assert!(!dir.path().join("m.log.3").exists(), "keep_files bounds the old files");
+        let kept: Vec<String> = [two, one, current].concat();
+        let expected: Vec<String> = (40 - kept.len()..40).map(|n| format!("line {n:02}")).collect();
+        assert_eq!(kept, expected, "the newest lines, in order, across the files");
+        assert!(kept.len() >= 20);
+    }
+
+    #[test]
+    fn a_rotation_that_fails_loses_no_line() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // `m.log.1` is a non-empty directory: making room for the rotation fails.
+        fs::create_dir_all(dir.path().join("m.log.1").join("x")).expect("blocking dir");
+        let mut file = RotatingFile::open(dir.path(), "m", 100, 1).expect("open");
+        for n in 0..200 {
+            file.write_line(format!("line {n:03}").as_bytes()).expect("the line is written all the same");
+        }
+        file.flush().expect("flush");
+        let current = lines_in(&dir.path().join("m.log"));
+        assert_eq!(current.len(), 200, "every line reached the file");
+        assert_eq!(current.last().map(String::as_str), Some("line 199"));
+    }
 }
