@@ -54,10 +54,13 @@ pub async fn load_config(global: &GlobalArgs) -> std::result::Result<(Config, Pa
     }
 }
 
+/// llmdeck's own log file, in the state dir.
+const APP_LOG_FILE: &str = "llmdeck.log";
+
 /// llmdeck's own log: a file in the state dir, plus the Logs pane (info and above).
 fn init_tracing(state_dir: &Path) -> Result<tracing_appender::non_blocking::WorkerGuard> {
     std::fs::create_dir_all(state_dir).wrap_err_with(|| format!("creating {}", state_dir.display()))?;
-    let appender = tracing_appender::rolling::never(state_dir, "llmdeck.log");
+    let appender = tracing_appender::rolling::never(state_dir, APP_LOG_FILE);
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let filter = tracing_subscriber::EnvFilter::try_from_env("LLMDECK_LOG").unwrap_or_else(|_| "info".into());
     let file_layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false);
@@ -116,6 +119,7 @@ async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result
         ring_lines: opts.config.logs.ring_lines,
         origin: Origin { mode: mode.to_owned() },
         log_dir: opts.log_dir.clone(),
+        app_log: opts.state_dir.join(APP_LOG_FILE),
     };
     let engine = match Engine::start(opts).await {
         Ok(engine) => engine,

@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, sleep_until};
 
 use crate::engine::{Ack, CommandError, EngineHandle, Severity};
+use crate::logs::LogSource;
 use app::{App, Effect, Origin};
 use logs_view::LogEffect;
 use terminal::TerminalGuard;
@@ -47,6 +48,8 @@ pub struct TuiOptions {
     pub origin: Origin,
     /// Where model log files are, for `o` (open in $PAGER).
     pub log_dir: PathBuf,
+    /// llmdeck's own log file.
+    pub app_log: PathBuf,
 }
 
 /// Why the TUI ended.
@@ -118,7 +121,7 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
                             }
                             Effect::Log(LogEffect::OpenInPager(source)) => {
                                 drop(input);
-                                open_in_pager(guard, &opts.log_dir, &source, &mut app).await;
+                                open_in_pager(guard, opts, &source, &mut app).await;
                                 input = EventStream::new();
                                 // The pager shares our terminal: Ctrl-C in it (leaving `less +F`)
                                 // reached us too, and is not a request to quit llmdeck.
@@ -184,14 +187,26 @@ async fn sleep_opt(deadline: Option<Instant>) {
     }
 }
 
+/// The file holding a source's full history, or why there is none.
+fn log_file_of(opts: &TuiOptions, source: &LogSource) -> Result<PathBuf, String> {
+    match source {
+        LogSource::Model(id) => Ok(opts.log_dir.join(format!("{}.log", crate::logs::file::sanitize_file_stem(id)))),
+        LogSource::App => Ok(opts.app_log.clone()),
+        LogSource::Test(name) => {
+            Err(format!("{name} keeps no log file: its lines are here, its reports in the data dir's results/"))
+        }
+    }
+}
+
 /// Suspends the TUI, shows the source's log file in `$PAGER` (default `less`), and comes back.
-async fn open_in_pager(
-    guard: &mut TerminalGuard,
-    log_dir: &std::path::Path,
-    source: &crate::logs::LogSource,
-    app: &mut App,
-) {
-    let path = log_dir.join(format!("{}.log", crate::logs::file::sanitize_file_stem(source.name())));
+async fn open_in_pager(guard: &mut TerminalGuard, opts: &TuiOptions, source: &LogSource, app: &mut App) {
+    let path = match log_file_of(opts, source) {
+        Ok(path) => path,
+        Err(why) => {
+            app.show_toast(why, Severity::Info);
+            return;
+        }
+    };
     if !path.exists() {
         app.show_toast(format!("no log file for {source} at {}", path.display()), Severity::Warning);
         return;
@@ -209,5 +224,28 @@ async fn open_in_pager(
         Ok(s) if s.success() => {}
         Ok(s) => app.show_toast(format!("{program} exited with {s}"), Severity::Warning),
         Err(e) => app.show_toast(format!("cannot run {program}: {e} (set $PAGER)"), Severity::Error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_opens_its_own_file() {
+        let opts = TuiOptions {
+            mouse: false,
+            color: false,
+            refresh: Duration::from_secs(1),
+            ring_lines: 10,
+            origin: Origin { mode: "test".into() },
+            log_dir: "/logs".into(),
+            app_log: "/state/llmdeck.log".into(),
+        };
+        assert_eq!(log_file_of(&opts, &LogSource::Model("qwen-7b".into())), Ok("/logs/qwen-7b.log".into()));
+        assert_eq!(log_file_of(&opts, &LogSource::App), Ok("/state/llmdeck.log".into()));
+        // A model may be called `llmdeck`: its file is still its own.
+        assert_eq!(log_file_of(&opts, &LogSource::Model("llmdeck".into())), Ok("/logs/llmdeck.log".into()));
+        assert!(log_file_of(&opts, &LogSource::Test("smoke".into())).is_err());
     }
 }
