@@ -51,15 +51,16 @@ impl RotatingFile {
     /// away) on every line, would both be worse than one file growing past its size for a while.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         let len = line.len() as u64 + 1;
-        if self.written > 0 && self.written + len > self.max_bytes {
-            if let Err(e) = self.rotate() {
-                tracing::warn!(
-                    "rotating {}: {e}; writing on, next try after another {} bytes",
-                    self.path.display(),
-                    self.max_bytes
-                );
-                self.written = 0;
-            }
+        if self.written > 0
+            && self.written + len > self.max_bytes
+            && let Err(e) = self.rotate()
+        {
+            tracing::warn!(
+                "rotating {}: {e}; writing on, next try after another {} bytes",
+                self.path.display(),
+                self.max_bytes
+            );
+            self.written = 0;
         }
         self.out.write_all(line)?;
         self.out.write_all(b"\n")?;
