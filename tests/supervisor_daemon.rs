@@ -125,6 +125,39 @@ fn health_404_means_models_only_and_sighup_is_survived() {
     assert!(d.wait_exit(Duration::from_secs(20)).success());
 }
 
+/// A server that answers, but never 200 (here: it wants a key the config does not give):
+/// the operator sees why while it starts, and the start-up timeout says what it last heard.
+#[test]
+fn start_up_answers_that_are_not_loading_are_shown_and_explain_the_timeout() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let model = mock_model(
+        "locked",
+        port,
+        ", --api-key-env, MOCK_KEY",
+        "    env: { MOCK_KEY: sekrit }\n    restart: { policy: no }\n",
+    )
+    .replace("startup_timeout_s: 30", "startup_timeout_s: 2");
+    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
+    let mut d = Daemon::start(&sb, &config);
+    let note = d.wait_for("a start-up warning", LONG, |v| {
+        v["type"] == "log" && v["lines"][0]["text"].as_str().is_some_and(|t| t.contains("not ready yet"))
+    });
+    let text = note["lines"][0]["text"].as_str().unwrap_or_default().to_owned();
+    assert!(text.contains("/v1/models answered 401") && text.contains("api_key_env"), "{text}");
+    let crashed = d.wait_for("the start-up timeout", LONG, is("locked", "crashed"));
+    let reason = crashed["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("not ready within 2s") && reason.contains("last answer: /v1/models answered 401"),
+        "{reason}"
+    );
+    d.wait_for("failed", LONG, is("locked", "failed"));
+    let warnings = d.seen.iter().filter(|v| v.to_string().contains("not ready yet")).count();
+    assert_eq!(warnings, 1, "the same answer is noted once, not on every poll");
+    d.signal(15);
+    assert!(d.wait_exit(Duration::from_secs(20)).success());
+}
+
 #[test]
 fn a_second_llmdeck_on_the_same_state_dir_is_refused() {
     let sb = Sandbox::new();

@@ -49,7 +49,7 @@ impl HealthChecker {
             match self.get(&self.health_path.clone()).await {
                 Ok(StatusCode::OK) => {}
                 Ok(StatusCode::NOT_FOUND) => self.models_only = true,
-                Ok(status) => return CheckOutcome::Unhealthy(format!("{} answered {status}", self.health_path)),
+                Ok(status) => return CheckOutcome::Unhealthy(answered(&self.health_path, status)),
                 Err(outcome) => return outcome,
             }
         }
@@ -59,7 +59,7 @@ impl HealthChecker {
             } else {
                 HealthMode::HealthAndModels
             }),
-            Ok(status) => CheckOutcome::Unhealthy(format!("/v1/models answered {status}")),
+            Ok(status) => CheckOutcome::Unhealthy(answered("/v1/models", status)),
             Err(outcome) => outcome,
         }
     }
@@ -75,6 +75,16 @@ impl HealthChecker {
             Err(e) if e.is_timeout() => Err(CheckOutcome::Unhealthy(format!("{path} timed out"))),
             Err(e) => Err(CheckOutcome::Unhealthy(format!("{path}: {}", error_chain(&e)))),
         }
+    }
+}
+
+/// A non-200 answer, with the likely fix for the common ones.
+fn answered(path: &str, status: StatusCode) -> String {
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            format!("{path} answered {status}: does the server want a key? set api_key_env to the variable holding it")
+        }
+        _ => format!("{path} answered {status}"),
     }
 }
 

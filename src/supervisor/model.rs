@@ -81,6 +81,9 @@ struct Run {
     prober: tokio::task::JoinHandle<()>,
     ready_since: Option<Instant>,
     ever_ready: bool,
+    /// The last answer other than "not listening" while starting: the likely reason it never
+    /// gets ready (a 401 without the key, a 500 from a broken load).
+    startup_problem: Option<String>,
     health_failures: u32,
     /// Why we are killing it, if we are.
     killing: Option<ExitCause>,
@@ -292,6 +295,7 @@ impl ModelTask {
             prober,
             ready_since: None,
             ever_ready: false,
+            startup_problem: None,
             health_failures: 0,
             killing: None,
             after_exit: AfterExit::Policy,
@@ -374,12 +378,19 @@ impl ModelTask {
             }
             CheckOutcome::NotListening if !run.ever_ready => {} // still loading
             CheckOutcome::NotListening | CheckOutcome::Unhealthy(_) => {
+                let answered = matches!(outcome, CheckOutcome::Unhealthy(_));
                 let reason = match outcome {
                     CheckOutcome::Unhealthy(r) => r,
                     _ => "connection refused".into(),
                 };
                 if !run.ever_ready {
-                    return; // start-up errors are judged by startup_timeout_s, not by health
+                    // Start-up is judged by startup_timeout_s, not by health; but an answer
+                    // that is not "still loading" is worth showing once, when it changes.
+                    if answered && run.startup_problem.as_deref() != Some(&reason) {
+                        run.startup_problem = Some(reason.clone());
+                        self.note(Level::Warn, &format!("not ready yet: {reason}"));
+                    }
+                    return;
                 }
                 run.health_failures += 1;
                 run.ready_since = None;
@@ -426,7 +437,10 @@ impl ModelTask {
         }
 
         let oom = oom_line.is_some();
-        let reason = crash_reason(cause, &status, oom_line.as_deref(), &self.cfg);
+        let mut reason = crash_reason(cause, &status, oom_line.as_deref(), &self.cfg);
+        if let (ExitCause::StartupTimeout, Some(problem)) = (cause, &run.startup_problem) {
+            reason.push_str(&format!(" (last answer: {problem})"));
+        }
         self.note(Level::Error, &reason);
         self.emit(ModelChange::Crashed { exit_code, signal, oom, oom_line, reason: reason.clone() }).await;
 
