@@ -158,6 +158,37 @@ fn start_up_answers_that_are_not_loading_are_shown_and_explain_the_timeout() {
     assert!(d.wait_exit(Duration::from_secs(20)).success());
 }
 
+/// A helper that left the model's process group (setsid) is ended when the model exits, not
+/// left holding the port and GPU memory the restart needs.
+#[test]
+fn helpers_that_left_the_process_group_end_with_the_model() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let pidfile = sb.path().join("escaped.pid");
+    let script = format!(
+        "setsid sleep 300 & echo $! > '{}'; exec '{}' mock-llm --port {port} --crash-after 1 --exit-code 3",
+        pidfile.display(),
+        common::BIN
+    );
+    let model = format!(
+        "  - id: escaper\n    command: sh\n    args: [-c, {script:?}]\n    port: {port}\n    health: {{ interval_s: 0.5, timeout_s: 1, startup_timeout_s: 30 }}\n    restart: {{ policy: no }}\n    stop_timeout_s: 3\n"
+    );
+    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
+    let mut d = Daemon::start(&sb, &config);
+    d.wait_for("ready", LONG, is("escaper", "ready"));
+    let escaped: u32 = std::fs::read_to_string(&pidfile).expect("pid file").trim().parse().expect("pid");
+    assert!(alive(escaped), "test premise: the helper runs in its own session");
+
+    d.wait_for("the crash", LONG, is("escaper", "crashed"));
+    assert!(wait_gone(escaped, Duration::from_secs(5)), "the escaped helper outlived its model");
+    d.wait_for("a note naming it", LONG, |v| {
+        v["type"] == "log"
+            && v["lines"][0]["text"].as_str().is_some_and(|t| t.contains(&format!("ended pid {escaped}")))
+    });
+    d.signal(15);
+    assert!(d.wait_exit(Duration::from_secs(20)).success());
+}
+
 #[test]
 fn a_second_llmdeck_on_the_same_state_dir_is_refused() {
     let sb = Sandbox::new();

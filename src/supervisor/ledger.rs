@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::process::RUN_ID_ENV;
 use super::registry::proc_stat;
+use crate::gpu::cli::MODEL_ID_ENV;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
@@ -95,9 +96,21 @@ pub fn end_own_leftovers(run_id: &str) -> Vec<Leftover> {
     end_marked(std::iter::once(run_id))
 }
 
+/// Ends the processes of one model of this run that escaped its process group, once the
+/// model has exited: they would hold its port and GPU memory against the restart.
+pub fn end_model_escapees(run_id: &str, model_id: &str) -> Vec<Leftover> {
+    let model_marker = format!("{MODEL_ID_ENV}={model_id}");
+    let of_model = |environ: &[u8]| environ.split(|b| *b == 0).any(|var| var == model_marker.as_bytes());
+    kill_all(processes_marked_with(std::iter::once(run_id), of_model))
+}
+
 fn end_marked<'a>(run_ids: impl Iterator<Item = &'a str>) -> Vec<Leftover> {
+    kill_all(processes_marked_with(run_ids, |_| true))
+}
+
+fn kill_all(marked: Vec<(u32, String)>) -> Vec<Leftover> {
     let mut ended = Vec::new();
-    for (pid, run_id) in processes_marked_with(run_ids) {
+    for (pid, run_id) in marked {
         // Read the command line first: after SIGKILL it is gone.
         let command = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
         if let Ok(raw) = i32::try_from(pid)
@@ -113,19 +126,22 @@ fn owner_alive(entry: &Entry) -> bool {
     proc_stat(entry.owner_pid).is_some_and(|s| s.start_ticks == entry.owner_start_ticks)
 }
 
-/// PIDs whose environment carries one of the run ids.
-fn processes_marked_with<'a>(run_ids: impl Iterator<Item = &'a str>) -> Vec<(u32, String)> {
+/// PIDs whose environment carries one of the run ids and satisfies `also`.
+fn processes_marked_with<'a>(
+    run_ids: impl Iterator<Item = &'a str>,
+    also: impl Fn(&[u8]) -> bool,
+) -> Vec<(u32, String)> {
     let markers: Vec<(String, String)> = run_ids.map(|id| (format!("{RUN_ID_ENV}={id}"), id.to_owned())).collect();
     let Ok(procs) = fs::read_dir("/proc") else { return Vec::new() };
     let mut found = Vec::new();
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(environ) = fs::read(p.path().join("environ")) else { continue };
-        for var in environ.split(|b| *b == 0) {
-            if let Some((_, id)) = markers.iter().find(|(m, _)| m.as_bytes() == var) {
-                found.push((pid, id.clone()));
-                break;
-            }
+        let run = environ.split(|b| *b == 0).find_map(|var| markers.iter().find(|(m, _)| m.as_bytes() == var));
+        if let Some((_, id)) = run
+            && also(&environ)
+        {
+            found.push((pid, id.clone()));
         }
     }
     found
@@ -137,7 +153,7 @@ mod tests {
 
     fn wait_for_marker(pid: u32, run_id: &str) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while processes_marked_with(std::iter::once(run_id)).iter().all(|(p, _)| *p != pid) {
+        while processes_marked_with(std::iter::once(run_id), |_| true).iter().all(|(p, _)| *p != pid) {
             assert!(std::time::Instant::now() < deadline, "pid {pid} never showed {RUN_ID_ENV}={run_id} in /proc");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

@@ -416,9 +416,9 @@ impl ModelTask {
         // leader is reaped only after that, so the group id cannot name a stranger yet.
         let _ = signal_group(run.pgid, Signal::SIGKILL);
         drop(hold);
-        for done in run.drained.drain(..) {
-            let _ = tokio::time::timeout(DRAIN_TIMEOUT, done).await;
-        }
+        self.end_escapees().await;
+        // Both streams at once: the wait is for their last lines, not one after the other.
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(run.drained.drain(..))).await;
         let oom_line = self.capture.oom.lock().unwrap_or_else(|p| p.into_inner()).explaining_line().map(str::to_owned);
         let (cause, exit_code, signal) = classify(&status, run.killing);
 
@@ -493,6 +493,19 @@ impl ModelTask {
         match (killing, self.shutdown.is_some()) {
             (_, true) => "llmdeck is shutting down".into(),
             _ => "stopped by operator".into(),
+        }
+    }
+
+    /// Helpers that left the process group (setsid) survive its SIGKILL: end them too, or the
+    /// restart finds its port and GPU memory taken.
+    async fn end_escapees(&self) {
+        let (run_id, model_id) = (self.shared.run_id.clone(), self.cfg.id.clone());
+        let scan = tokio::task::spawn_blocking(move || super::ledger::end_model_escapees(&run_id, &model_id));
+        for escaped in scan.await.unwrap_or_default() {
+            self.note(
+                Level::Warn,
+                &format!("ended pid {} (`{}`), which had left the process group", escaped.pid, escaped.command),
+            );
         }
     }
 
