@@ -227,7 +227,12 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
     };
     say!("llmdeck daemon: {reason}: stopping every model");
     engine.shutdown(reason).await;
-    let _ = tokio::task::spawn_blocking(move || printer.join()).await;
+    // A reader that stopped reading (a suspended pager) must not keep the daemon alive once
+    // the models are stopped.
+    let printed = tokio::task::spawn_blocking(move || printer.join());
+    if tokio::time::timeout(std::time::Duration::from_secs(2), printed).await.is_err() {
+        say!("llmdeck daemon: stdout is not being read; the last events were not printed");
+    }
     Ok(exit::code(exit::OK))
 }
 

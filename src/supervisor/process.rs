@@ -119,11 +119,27 @@ fn spawn_group(spec: SpawnSpec) -> io::Result<Spawned> {
     cmd.wrap(ProcessGroup::leader());
     let mut child = cmd.spawn()?;
     let pgid = child.id();
-    let stdout = child.stdout().take().ok_or_else(|| io::Error::other("no stdout pipe"))?;
-    let stderr = child.stderr().take().ok_or_else(|| io::Error::other("no stderr pipe"))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout().take(), child.stderr().take()) else {
+        abandon(pgid);
+        return Err(io::Error::other("the model's output pipes are missing"));
+    };
     let (exit_tx, exit) = oneshot::channel();
-    std::thread::Builder::new().name(format!("llmdeck-wait-{pgid}")).spawn(move || wait_for(child, pgid, exit_tx))?;
+    let waiter =
+        std::thread::Builder::new().name(format!("llmdeck-wait-{pgid}")).spawn(move || wait_for(child, pgid, exit_tx));
+    if let Err(e) = waiter {
+        abandon(pgid);
+        return Err(e);
+    }
     Ok(Spawned { pgid, stdout, stderr, exit })
+}
+
+/// A started model that nobody could supervise (no wait thread, under thread or memory
+/// pressure): it must not run on unseen, holding a port and a GPU.
+fn abandon(pgid: u32) {
+    let _ = signal_group(pgid, Signal::SIGKILL);
+    if let Ok(raw) = i32::try_from(pgid) {
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(raw), None);
+    }
 }
 
 /// Reports the leader's exit while it is still a zombie, and reaps it once the hold is dropped.
