@@ -189,6 +189,35 @@ fn helpers_that_left_the_process_group_end_with_the_model() {
     assert!(d.wait_exit(Duration::from_secs(20)).success());
 }
 
+/// `llmdeck daemon | less`, with less suspended: stdout fills up. SIGTERM still stops the
+/// models and ends the daemon.
+#[test]
+fn a_daemon_whose_stdout_nobody_reads_still_exits_on_sigterm() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let model = mock_model("chatty", port, ", --log-rate, \"2000\"", "");
+    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
+    let mut daemon = sb
+        .command()
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped()) // never read
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    // Wait until the model serves: by then the pipe is long full of log events.
+    let deadline = std::time::Instant::now() + LONG;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the model never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    common::unsafe_kill(daemon.id(), 15);
+    let status = common::wait_child(&mut daemon, Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "the daemon did not exit: {status:?}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the model still serves");
+}
+
 #[test]
 fn a_second_llmdeck_on_the_same_state_dir_is_refused() {
     let sb = Sandbox::new();
