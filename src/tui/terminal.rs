@@ -17,6 +17,8 @@ use ratatui::backend::CrosstermBackend;
 /// that never took the terminal (JSON output) get no stray escape codes.
 static TAKEN: AtomicBool = AtomicBool::new(false);
 static MOUSE: AtomicBool = AtomicBool::new(false);
+/// The thread that draws: only its panic ends the TUI.
+static TUI_THREAD: std::sync::Mutex<Option<std::thread::ThreadId>> = std::sync::Mutex::new(None);
 
 pub type Tui = Terminal<CrosstermBackend<Stdout>>;
 
@@ -28,6 +30,7 @@ pub struct TerminalGuard {
 impl TerminalGuard {
     pub fn take(mouse: bool) -> Result<TerminalGuard> {
         enable_raw_mode().wrap_err("switching the terminal to raw mode (is stdin a terminal?)")?;
+        *TUI_THREAD.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::thread::current().id());
         TAKEN.store(true, Ordering::SeqCst);
         MOUSE.store(mouse, Ordering::SeqCst);
         let mut out = stdout();
@@ -103,6 +106,13 @@ pub fn install_panic_hook() -> Result<()> {
     let (panic_hook, eyre_hook) = color_eyre::config::HookBuilder::default().display_env_section(false).into_hooks();
     eyre_hook.install().wrap_err("installing the error report hook")?;
     std::panic::set_hook(Box::new(move |info| {
+        let on_tui_thread = *TUI_THREAD.lock().unwrap_or_else(|p| p.into_inner()) == Some(std::thread::current().id());
+        if TAKEN.load(Ordering::SeqCst) && !on_tui_thread {
+            // A background task died; the TUI lives on. Printing would scribble over the
+            // screen and restoring would leave it drawing in cooked mode: log it instead.
+            tracing::error!("a background task panicked: {info}");
+            return;
+        }
         restore();
         // Not `eprintln!`: a panic inside the hook (stderr gone) would abort the process.
         use std::io::Write as _;
