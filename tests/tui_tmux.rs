@@ -99,3 +99,26 @@ fn children_of(pid: u32) -> Vec<u32> {
     let out = std::process::Command::new("pgrep").arg("-P").arg(pid.to_string()).output().expect("pgrep");
     String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
+
+/// SIGTERM while an operator reads a log in `$PAGER`: the pager ends and llmdeck still stops
+/// its models and exits, instead of waiting for someone to leave the pager.
+#[test]
+fn sigterm_while_the_pager_is_open_still_stops_everything() {
+    let sb = Sandbox::new();
+    let mut env = sb.tmux_env();
+    env.push(("PAGER", "tail -f".into()));
+    let t = Tmux::start(100, 30, &env);
+    t.type_line(&format!("'{BIN}' demo; echo \"exit=$?\""));
+    t.wait_text("● ready", Duration::from_secs(20));
+    let llmdeck = child_of(t.pane_pid());
+    let models = children_of(llmdeck);
+    t.keys(&["4"]);
+    t.keys(&["o"]);
+    t.wait_for("the pager to take the screen", Duration::from_secs(10), |s| !s.contains("1 Models"));
+
+    common::unsafe_kill(llmdeck, 15);
+    t.wait_text("exit=0", Duration::from_secs(20));
+    for pid in models {
+        assert!(common::wait_gone(pid, Duration::from_secs(5)), "process {pid} outlived llmdeck");
+    }
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 use color_eyre::eyre::{Result, WrapErr};
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures::{FutureExt, StreamExt};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, sleep_until};
 
@@ -121,7 +121,10 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
                             }
                             Effect::Log(LogEffect::OpenInPager(source)) => {
                                 drop(input);
-                                open_in_pager(guard, opts, &source, &mut app).await;
+                                let signals = (&mut sigterm, &mut sighup);
+                                if let Some(exit) = open_in_pager(guard, opts, &source, &mut app, signals).await {
+                                    return Ok(exit);
+                                }
                                 input = EventStream::new();
                                 // The pager shares our terminal: Ctrl-C in it (leaving `less +F`)
                                 // reached us too, and is not a request to quit llmdeck.
@@ -199,24 +202,48 @@ fn log_file_of(opts: &TuiOptions, source: &LogSource) -> Result<PathBuf, String>
 }
 
 /// Suspends the TUI, shows the source's log file in `$PAGER` (default `less`), and comes back.
-async fn open_in_pager(guard: &mut TerminalGuard, opts: &TuiOptions, source: &LogSource, app: &mut App) {
+/// SIGTERM or SIGHUP meanwhile ends the pager and is the TUI's exit: models must still be
+/// stopped, whoever is reading logs.
+async fn open_in_pager(
+    guard: &mut TerminalGuard,
+    opts: &TuiOptions,
+    source: &LogSource,
+    app: &mut App,
+    (sigterm, sighup): (&mut Signal, &mut Signal),
+) -> Option<Exit> {
     let path = match log_file_of(opts, source) {
         Ok(path) => path,
         Err(why) => {
             app.show_toast(why, Severity::Info);
-            return;
+            return None;
         }
     };
     if !path.exists() {
         app.show_toast(format!("no log file for {source} at {}", path.display()), Severity::Warning);
-        return;
+        return None;
     }
     let pager = std::env::var("PAGER").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| "less".into());
     let mut words = pager.split_whitespace();
     let program = words.next().unwrap_or("less").to_owned();
     let args: Vec<String> = words.map(str::to_owned).collect();
     guard.suspend();
-    let status = tokio::process::Command::new(&program).args(&args).arg(&path).status().await;
+    let status = match tokio::process::Command::new(&program).args(&args).arg(&path).kill_on_drop(true).spawn() {
+        Ok(mut pager) => {
+            let signalled = tokio::select! {
+                status = pager.wait() => Err(status),
+                _ = sigterm.recv() => Ok("SIGTERM"),
+                _ = sighup.recv() => Ok("SIGHUP"),
+            };
+            match signalled {
+                Ok(signal) => {
+                    let _ = pager.kill().await;
+                    return Some(Exit::Signal(signal));
+                }
+                Err(status) => status,
+            }
+        }
+        Err(e) => Err(e),
+    };
     if let Err(e) = guard.resume() {
         tracing::error!("taking the terminal back after the pager: {e:?}");
     }
@@ -225,6 +252,7 @@ async fn open_in_pager(guard: &mut TerminalGuard, opts: &TuiOptions, source: &Lo
         Ok(s) => app.show_toast(format!("{program} exited with {s}"), Severity::Warning),
         Err(e) => app.show_toast(format!("cannot run {program}: {e} (set $PAGER)"), Severity::Error),
     }
+    None
 }
 
 #[cfg(test)]
