@@ -124,3 +124,26 @@ async fn cancelling_a_running_test_ends_it_as_cancelled() {
     handle.send(Command::RunTest { test: "smoke".into() }).await.expect("a new run after the cancel");
     engine.shutdown("test over").await;
 }
+
+/// Commands submitted one after another reach the model in that order: stop then start is
+/// a restart, never a start (refused: already running) followed by a stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_their_model_in_the_order_submitted() {
+    let sb = common::Sandbox::new();
+    let (engine, handle, mut events) = engine_with_ready_model(&sb, "{ requests: 1 }", "").await;
+    for _ in 0..3 {
+        let stop = handle.submit(Command::StopModel { model: "m".into() }).expect("stop queued");
+        let start = handle.submit(Command::StartModel { model: "m".into() }).expect("start queued");
+        llmdeck::engine::answered(stop).await.expect("stop accepted");
+        let started = llmdeck::engine::answered(start).await.expect("start accepted");
+        assert!(started.message.contains("start again once stopped"), "{}", started.message);
+        next_matching(
+            &mut events,
+            "stopped",
+            |e| matches!(e, Event::Model(m) if m.model == "m" && matches!(m.change, ModelChange::Stopped { .. })),
+        )
+        .await;
+        next_matching(&mut events, "ready again", model_ready("m")).await;
+    }
+    engine.shutdown("test over").await;
+}

@@ -60,6 +60,9 @@ pub struct EngineHandle {
     hub: Arc<hub::Hub>,
 }
 
+/// The answer to a submitted command, to await.
+pub type Answer = oneshot::Receiver<Result<Ack, CommandError>>;
+
 impl EngineHandle {
     /// Sends a command and waits for its ack or error.
     pub async fn send(&self, command: Command) -> Result<Ack, CommandError> {
@@ -68,7 +71,20 @@ impl EngineHandle {
             .send(CommandRequest { command, reply })
             .await
             .map_err(|_| CommandError::new("the engine has stopped"))?;
-        answer.await.map_err(|_| CommandError::new("the engine stopped before answering"))?
+        answered(answer).await
+    }
+
+    /// Queues a command without waiting: commands submitted one after another reach their
+    /// model in that order (an operator's stop, then start, must not swap).
+    pub fn submit(&self, command: Command) -> Result<Answer, CommandError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.try_send(CommandRequest { command, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                CommandError::new("the engine is busy with earlier commands; try again")
+            }
+            mpsc::error::TrySendError::Closed(_) => CommandError::new("the engine has stopped"),
+        })?;
+        Ok(answer)
     }
 
     /// The current state plus every event after it, with no gap and no overlap.
@@ -79,6 +95,11 @@ impl EngineHandle {
     pub fn snapshot(&self) -> Snapshot {
         self.hub.snapshot()
     }
+}
+
+/// Waits for a submitted command's answer.
+pub async fn answered(answer: Answer) -> Result<Ack, CommandError> {
+    answer.await.map_err(|_| CommandError::new("the engine stopped before answering"))?
 }
 
 /// A running engine. Dropping it without [`Engine::shutdown`] still stops the model processes
@@ -192,11 +213,18 @@ async fn route_commands(
         let CommandRequest { command, reply } = req;
         let answer = match command {
             model_command @ (Command::StartModel { .. } | Command::StopModel { .. } | Command::RestartModel { .. }) => {
-                // Each on its own task: a model busy exiting must not hold up the others.
-                let supervisor = supervisor.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(supervisor.command(model_command).await);
-                });
+                // Queued in order here; only the wait is on its own task, so a model busy
+                // exiting holds up neither the others nor this loop.
+                match supervisor.enqueue(model_command) {
+                    Ok(answer) => {
+                        tokio::spawn(async move {
+                            let _ = reply.send(answered(answer).await);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
                 continue;
             }
             Command::RunTest { test } => tests.run(&test),

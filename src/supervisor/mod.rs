@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 pub use registry::ModelProcesses;
 
-use crate::engine::{Ack, Alert, Command, CommandError, EngineOptions, Event, EventSink, Severity};
+use crate::engine::{Alert, Command, CommandError, EngineOptions, Event, EventSink, Severity};
 use crate::logs::file::RotatingFile;
 use model::{ModelTask, Request, Shared};
 
@@ -119,7 +119,9 @@ impl Supervisor {
 }
 
 impl SupervisorHandle {
-    pub async fn command(&self, command: Command) -> Result<Ack, CommandError> {
+    /// Queues a command for its model at once (in the order called), for the answer to be
+    /// awaited elsewhere.
+    pub fn enqueue(&self, command: Command) -> Result<crate::engine::Answer, CommandError> {
         let (id, make): (&str, fn(model::Reply) -> Request) = match &command {
             Command::StartModel { model } => (model, Request::Start),
             Command::StopModel { model } => (model, Request::Stop),
@@ -132,8 +134,13 @@ impl SupervisorHandle {
             return Err(CommandError::new(format!("no model `{id}` in the configuration")));
         };
         let (reply, answer) = oneshot::channel();
-        tx.send(make(reply)).await.map_err(|_| CommandError::new(format!("{id}'s supervisor has stopped")))?;
-        answer.await.map_err(|_| CommandError::new(format!("{id}'s supervisor stopped before answering")))?
+        tx.try_send(make(reply)).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                CommandError::new(format!("{id} is busy with earlier commands; try again"))
+            }
+            mpsc::error::TrySendError::Closed(_) => CommandError::new(format!("{id}'s supervisor has stopped")),
+        })?;
+        Ok(answer)
     }
 }
 

@@ -113,12 +113,16 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
                     for effect in effects {
                         match effect {
                             Effect::Quit => return Ok(Exit::Quit),
-                            Effect::Send(command) => {
-                                let (engine, tx) = (engine.clone(), answers_tx.clone());
-                                tokio::spawn(async move {
-                                    let _ = tx.send(engine.send(command).await).await;
-                                });
-                            }
+                            Effect::Send(command) => match engine.submit(command) {
+                                // Submitted in key order; only the answer is awaited aside.
+                                Ok(answer) => {
+                                    let tx = answers_tx.clone();
+                                    tokio::spawn(async move {
+                                        let _ = tx.send(crate::engine::answered(answer).await).await;
+                                    });
+                                }
+                                Err(e) => app.show_toast(e.message, Severity::Error),
+                            },
                             Effect::Log(LogEffect::OpenInPager(source)) => {
                                 drop(input);
                                 let signals = (&mut sigterm, &mut sighup);
