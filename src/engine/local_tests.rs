@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -87,14 +88,17 @@ impl LocalTests {
             results_dir: self.results_dir.clone(),
             finished: self.finished_tx.clone(),
         };
-        self.task = Some(tokio::spawn(run.go(opts, cancel)));
+        self.task = Some(tokio::spawn(guarded(run, opts, cancel)));
         Ok(Ack { message: format!("running {name}") })
     }
 
-    /// Waits (briefly) for a cancelled run to report its verdict.
+    /// Waits (briefly) for a cancelled run to report its verdict, then ends it regardless.
     pub(super) async fn finish(&mut self) {
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await.is_err()
+        {
+            tracing::warn!("a test run did not end within 5 s of being cancelled; aborting it");
+            task.abort();
         }
     }
 
@@ -107,6 +111,24 @@ impl LocalTests {
             }
             _ => Err(CommandError::new(format!("{name} is not running"))),
         }
+    }
+}
+
+/// Runs a test; a panic in it (a bug) still ends with a verdict and frees the slot, so the
+/// Tests pane never shows a run that will never finish.
+async fn guarded(run: TestRun, opts: ProbeOptions, cancel: CancellationToken) {
+    let (events, finished, name) = (run.events.clone(), run.finished.clone(), run.test.name.clone());
+    if let Err(panic) = std::panic::AssertUnwindSafe(run.go(opts, cancel)).catch_unwind().await {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!("the test run of {name} panicked: {why}");
+        let _ = finished.send(name.clone()).await;
+        let reason = format!("the test run crashed (a bug in llmdeck): {why}");
+        let change = TestChange::Failed { reason, summary: None };
+        let _ = events.send(Event::Test(TestEvent { ts: Utc::now(), test: name, change })).await;
     }
 }
 
