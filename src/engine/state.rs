@@ -313,7 +313,13 @@ impl State {
             ModelChange::Ready { health, startup_ms } => {
                 m.health = *health;
                 m.reason = None;
-                (ModelState::Ready, format!("ready after {}", crate::util::fmt_duration_ms(*startup_ms)))
+                // After an unhealthy spell it is the same process recovering, not a start-up.
+                let detail = if m.state == ModelState::Unhealthy {
+                    "healthy again".to_owned()
+                } else {
+                    format!("ready after {}", crate::util::fmt_duration_ms(*startup_ms))
+                };
+                (ModelState::Ready, detail)
             }
             ModelChange::Unhealthy { reason, .. } => {
                 m.reason = Some(reason.clone());
@@ -382,4 +388,29 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, cap: usize) {
         queue.pop_front();
     }
     queue.push_back(item);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{HealthMode, ModelChange, ModelEvent};
+
+    fn model_event(change: ModelChange) -> Event {
+        Event::Model(ModelEvent { ts: chrono::Utc::now(), model: "m".into(), change })
+    }
+
+    #[test]
+    fn the_timeline_tells_a_recovery_from_a_start() {
+        let config =
+            crate::config::load_str("models:\n  - { id: m, command: x, port: 9001 }\n", "test").expect("config");
+        let mut state = State::new(&config, None, "host".into());
+        let ready = |startup_ms| ModelChange::Ready { health: HealthMode::HealthAndModels, startup_ms };
+        state.apply(&model_event(ModelChange::Starting { pid: 7, attempt: 0 }));
+        state.apply(&model_event(ready(4_000)));
+        state.apply(&model_event(ModelChange::Unhealthy { reason: "timed out".into(), consecutive_failures: 1 }));
+        state.apply(&model_event(ready(18_000_000)));
+        let details: Vec<&str> = state.models[0].timeline.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(details, ["pid 7", "ready after 4s", "timed out", "healthy again"]);
+        assert_eq!(state.models[0].state, ModelState::Ready);
+    }
 }

@@ -1,5 +1,6 @@
 //! llmdeck's own tracing events (info and above) as a log source in the Logs pane.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::mpsc;
@@ -12,6 +13,8 @@ use super::{Level, LogBatch, LogLine, LogSource};
 use crate::engine::Event;
 
 /// Weak, so llmdeck's own logging never keeps the engine's event channel open.
+/// llmdeck's own lines that found the event queue full since the last one got through.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
 static SINK: OnceLock<Mutex<Option<mpsc::WeakSender<Event>>>> = OnceLock::new();
 
 /// Routes llmdeck's own log events into this engine from now on.
@@ -35,8 +38,13 @@ impl<S: Subscriber> Layer<S> for AppLogLayer {
         let mut text = String::new();
         event.record(&mut MessageVisitor(&mut text));
         let line = LogLine::internal(level, text);
-        // Never wait: logging must not slow anything down.
-        let _ = sink.try_send(Event::Log(LogBatch::single(LogSource::App, line)));
+        // Never wait: logging must not slow anything down. A line that finds the queue full
+        // is counted, and the count travels with the next line that gets through.
+        let carried = DROPPED.swap(0, Ordering::Relaxed);
+        let batch = LogBatch { dropped_before: carried, ..LogBatch::single(LogSource::App, line) };
+        if sink.try_send(Event::Log(batch)).is_err() {
+            DROPPED.fetch_add(carried + 1, Ordering::Relaxed);
+        }
     }
 }
 

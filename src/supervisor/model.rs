@@ -521,8 +521,12 @@ impl ModelTask {
             let mut file = self.capture.file.lock().unwrap_or_else(|p| p.into_inner());
             let _ = file.write_line(line.text.as_bytes()).and_then(|()| file.flush());
         }
-        let batch = LogBatch::single(self.capture.source.clone(), line);
-        let _ = self.shared.events.try_send(Event::Log(batch));
+        // Counted with the captured lines when the queue is full: losses are shown, never silent.
+        let carried = self.capture.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let batch = LogBatch { dropped_before: carried, ..LogBatch::single(self.capture.source.clone(), line) };
+        if self.shared.events.try_send(Event::Log(batch)).is_err() {
+            self.capture.dropped.fetch_add(carried + 1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
