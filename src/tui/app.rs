@@ -138,8 +138,18 @@ impl App {
             Event::Model(m) => {
                 self.clocks.on_model_event(m, Instant::now());
             }
+            Event::Gpu(_) => self.clamp_selections(),
             _ => {}
         }
+    }
+
+    /// Keeps every selection on an existing row when a list got shorter (a GPU fell off the
+    /// bus, a daemon restarted with fewer models).
+    fn clamp_selections(&mut self) {
+        let last = |len: usize| len.saturating_sub(1);
+        self.models_selected = self.models_selected.min(last(self.state.models.len()));
+        self.gpus_selected = self.gpus_selected.min(last(self.state.gpus.gpus.len()));
+        self.tests_selected = self.tests_selected.min(last(self.state.tests.len()));
     }
 
     /// After falling behind: start again from a fresh snapshot, counting what was missed.
@@ -155,6 +165,7 @@ impl App {
         self.logs.note_lagged(missed);
         self.clocks = ModelClocks::from_snapshot(&snapshot);
         self.state = snapshot.state;
+        self.clamp_selections();
     }
 
     pub fn show_toast(&mut self, text: impl Into<String>, severity: Severity) {
@@ -419,6 +430,18 @@ mod tests {
 
     fn ctrl_c(app: &mut App) -> Vec<Effect> {
         app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL))
+    }
+
+    #[test]
+    fn selections_stay_on_rows_that_exist() {
+        let mut app = app(0, false);
+        app.models_selected = 1;
+        app.tests_selected = 5;
+        let mut snapshot = Snapshot { state: app.state.clone(), log_tail: Default::default() };
+        snapshot.state.models.truncate(1);
+        app.resync(snapshot);
+        assert_eq!((app.models_selected, app.tests_selected), (0, 0));
+        assert_eq!(app.selected_model().map(|m| m.id.as_str()), Some("a"));
     }
 
     #[test]
