@@ -186,7 +186,7 @@ fn last_bad_news(app: &App, ctx: &ViewCtx) -> Option<Line<'static>> {
             .map(|e| e.detail.clone())
             .unwrap_or_else(|| last_exit(m))
     };
-    let when = ctx.local(exit.ts).format("%H:%M:%S");
+    let when = ctx.when(exit.ts, "%H:%M:%S");
     Some(Line::from(vec![Span::raw(format!("last: {} crashed {when} — ", m.id)), Span::raw(what)]))
 }
 
@@ -240,7 +240,7 @@ pub fn render_detail(frame: &mut Frame, area: Rect, app: &App, id: &str, ctx: &V
     lines.push(Line::from(""));
     lines.push(Line::styled("recent events", t.header()));
     for e in m.timeline.iter().rev() {
-        let prefix = format!("{} {:<10} ", ctx.local(e.ts).format("%H:%M:%S"), e.state.name());
+        let prefix = format!("{} {:<10} ", ctx.when(e.ts, "%H:%M:%S"), e.state.name());
         let room = width.saturating_sub(prefix.chars().count());
         lines.push(Line::from(vec![
             Span::styled(prefix, t.dim()),

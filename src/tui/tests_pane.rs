@@ -38,8 +38,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx, focused: 
             TestKind::Local => "local",
         };
         let (last, style) = verdict(test, t, ctx.spinner);
-        let when =
-            test.last.as_ref().filter(|_| test.running.is_none()).map(|r| ctx.local(r.ts).format("%H:%M").to_string());
+        let when = test.last.as_ref().filter(|_| test.running.is_none()).map(|r| {
+            // The time today, the date before that: six columns either way.
+            let local = ctx.local(r.ts);
+            let format = if local.date_naive() == ctx.wall.date_naive() { "%H:%M" } else { "%b %d" };
+            local.format(format).to_string()
+        });
         Row::new([
             Cell::from(test.name.clone()),
             Cell::from(kind),
@@ -53,7 +57,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx, focused: 
         Constraint::Length(6),
         Constraint::Fill(2),
         Constraint::Length(15),
-        Constraint::Length(5),
+        Constraint::Length(6),
     ];
     let table = Table::new(rows, widths)
         .header(Row::new(["TEST", "KIND", "MODEL", "LAST", "WHEN"]).style(t.header()))

@@ -36,6 +36,17 @@ impl ViewCtx {
     pub fn local(&self, ts: DateTime<chrono::Utc>) -> DateTime<FixedOffset> {
         ts.with_timezone(self.wall.offset())
     }
+
+    /// A time of day, with the date in front when it is not today: yesterday's crash must not
+    /// pass for this morning's.
+    pub fn when(&self, ts: DateTime<chrono::Utc>, time_format: &str) -> String {
+        let local = self.local(ts);
+        if local.date_naive() == self.wall.date_naive() {
+            local.format(time_format).to_string()
+        } else {
+            format!("{} {}", local.format("%b %d"), local.format(time_format))
+        }
+    }
 }
 
 pub fn draw(frame: &mut Frame, app: &mut App, ctx: &ViewCtx) {
@@ -459,6 +470,17 @@ tests:
         let (mut app, ctx) = busy_app();
         app.overlay = Overlay::ModelDetail("tinyllama".into());
         insta::assert_snapshot!(render(&mut app, &ctx, 100, 30));
+    }
+
+    #[test]
+    fn times_from_another_day_carry_their_date() {
+        let (_, ctx) = busy_app();
+        assert_eq!(ctx.when(at(100), "%H:%M:%S"), ctx.local(at(100)).format("%H:%M:%S").to_string());
+        let yesterday = at(100) - chrono::Duration::days(1);
+        assert_eq!(
+            ctx.when(yesterday, "%H:%M"),
+            format!("{} {}", ctx.local(yesterday).format("%b %d"), ctx.local(yesterday).format("%H:%M"))
+        );
     }
 
     #[test]
