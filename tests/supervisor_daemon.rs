@@ -137,7 +137,7 @@ fn start_up_answers_that_are_not_loading_are_shown_and_explain_the_timeout() {
         ", --api-key-env, MOCK_KEY",
         "    env: { MOCK_KEY: sekrit }\n    restart: { policy: no }\n",
     )
-    .replace("startup_timeout_s: 30", "startup_timeout_s: 2");
+    .replace("startup_timeout_s: 30", "startup_timeout_s: 5");
     let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
     let mut d = Daemon::start(&sb, &config);
     let note = d.wait_for("a start-up warning", LONG, |v| {
@@ -148,7 +148,7 @@ fn start_up_answers_that_are_not_loading_are_shown_and_explain_the_timeout() {
     let crashed = d.wait_for("the start-up timeout", LONG, is("locked", "crashed"));
     let reason = crashed["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.contains("not ready within 2s") && reason.contains("last answer: /v1/models answered 401"),
+        reason.contains("not ready within 5s") && reason.contains("last answer: /v1/models answered 401"),
         "{reason}"
     );
     d.wait_for("failed", LONG, is("locked", "failed"));
@@ -166,7 +166,7 @@ fn helpers_that_left_the_process_group_end_with_the_model() {
     let port = free_port();
     let pidfile = sb.path().join("escaped.pid");
     let script = format!(
-        "setsid sleep 300 & echo $! > '{}'; exec '{}' mock-llm --port {port} --crash-after 1 --exit-code 3",
+        "setsid sleep 300 & echo $! > '{}'; exec '{}' mock-llm --port {port} --crash-after 3 --exit-code 3",
         pidfile.display(),
         common::BIN
     );
