@@ -18,8 +18,8 @@ use super::stats::{self, Stats, TrackedBody};
 use super::stream::{self, Kind, Reply};
 use super::text::{self, Limits};
 use super::wire::{
-    AssistantMessage, ChatChoice, ChatCompletion, ChatRequest, CompletionRequest, ErrorBody, ErrorEnvelope, ModelCard,
-    ModelList, TextChoice, TextCompletion, Usage,
+    AssistantMessage, ChatChoice, ChatRequest, Completion, CompletionRequest, ErrorBody, ErrorEnvelope, ModelCard,
+    ModelList, TextChoice, Usage,
 };
 use super::{ApiKey, MAX_MODEL_LEN};
 
@@ -248,7 +248,7 @@ async fn whole_answer(shared: Arc<Shared>, reply: Reply) -> Response {
     let text = reply.generation.text();
     let finish_reason = reply.generation.finish_reason.as_str();
     let body = match reply.kind {
-        Kind::Chat => serde_json::to_vec(&ChatCompletion {
+        Kind::Chat => serde_json::to_vec(&Completion {
             id: &reply.id,
             object: "chat.completion",
             created: reply.created,
@@ -261,7 +261,7 @@ async fn whole_answer(shared: Arc<Shared>, reply: Reply) -> Response {
             }],
             usage: reply.usage,
         }),
-        Kind::Completion => serde_json::to_vec(&TextCompletion {
+        Kind::Completion => serde_json::to_vec(&Completion {
             id: &reply.id,
             object: "text_completion",
             created: reply.created,

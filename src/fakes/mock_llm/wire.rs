@@ -144,13 +144,14 @@ impl Usage {
     }
 }
 
+/// A whole (non-streamed) answer: chat (`C` = [`ChatChoice`]) or text ([`TextChoice`]).
 #[derive(Debug, Serialize)]
-pub struct ChatCompletion<'a> {
+pub struct Completion<'a, C> {
     pub id: &'a str,
     pub object: &'static str,
     pub created: u64,
     pub model: &'a str,
-    pub choices: [ChatChoice<'a>; 1],
+    pub choices: [C; 1],
     pub usage: Usage,
 }
 
@@ -166,16 +167,6 @@ pub struct ChatChoice<'a> {
 pub struct AssistantMessage<'a> {
     pub role: &'static str,
     pub content: &'a str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TextCompletion<'a> {
-    pub id: &'a str,
-    pub object: &'static str,
-    pub created: u64,
-    pub model: &'a str,
-    pub choices: [TextChoice<'a>; 1],
-    pub usage: Usage,
 }
 
 #[derive(Debug, Serialize)]
