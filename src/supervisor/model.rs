@@ -416,7 +416,10 @@ impl ModelTask {
         // leader is reaped only after that, so the group id cannot name a stranger yet.
         let _ = signal_group(run.pgid, Signal::SIGKILL);
         drop(hold);
-        self.end_escapees().await;
+        if self.shutdown.is_none() {
+            // At shutdown one sweep for the whole run follows (`end_own_leftovers`).
+            self.end_escapees().await;
+        }
         // Both streams at once: the wait is for their last lines, not one after the other.
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join_all(run.drained.drain(..))).await;
         let oom_line = self.capture.oom.lock().unwrap_or_else(|p| p.into_inner()).explaining_line().map(str::to_owned);
