@@ -119,23 +119,7 @@ impl Failure {
     }
 }
 
-/// `outer: inner: innermost`, each part once, without URLs (the same for every request; they
-/// only add noise to the distinct error messages).
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = next {
-        let mut text = e.to_string();
-        if let Some(at) = text.find(" for url (") {
-            text.truncate(at);
-        }
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
-}
+pub use crate::util::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -73,7 +73,7 @@ impl HealthChecker {
             Ok(resp) => Ok(resp.status()),
             Err(e) if e.is_connect() => Err(CheckOutcome::NotListening),
             Err(e) if e.is_timeout() => Err(CheckOutcome::Unhealthy(format!("{path} timed out"))),
-            Err(e) => Err(CheckOutcome::Unhealthy(format!("{path}: {}", error_chain(&e)))),
+            Err(e) => Err(CheckOutcome::Unhealthy(format!("{path}: {}", crate::util::error_chain(&e)))),
         }
     }
 }
@@ -86,15 +86,4 @@ fn answered(path: &str, status: StatusCode) -> String {
         }
         _ => format!("{path} answered {status}"),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
