@@ -28,7 +28,7 @@ fn write_summary(out: &mut String, c: &Config, path: &Path) -> std::fmt::Result 
         let r = &m.restart;
         let restart = match r.policy {
             RestartPolicy::No => "restart no".to_owned(),
-            p => format!("restart {} (max {})", policy_name(p), r.max_restarts),
+            p => format!("restart {} (max {})", p.name(), r.max_restarts),
         };
         let start = if m.autostart { "autostart" } else { "manual" };
         writeln!(
@@ -88,15 +88,6 @@ fn more(out: &mut String, total: usize) -> std::fmt::Result {
 
 fn id_width<'a>(ids: impl Iterator<Item = &'a str>) -> usize {
     ids.map(|id| id.chars().count()).max().unwrap_or(0).min(24)
-}
-
-/// The YAML spelling of a policy.
-pub(crate) fn policy_name(p: RestartPolicy) -> &'static str {
-    match p {
-        RestartPolicy::No => "no",
-        RestartPolicy::OnFailure => "on-failure",
-        RestartPolicy::Always => "always",
-    }
 }
 
 #[cfg(test)]

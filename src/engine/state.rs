@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::event::{
     Alert, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent, TestChange, TestEvent, TestSummary,
 };
-use crate::config::{Config, ModelConfig, RestartPolicy, TestKind};
+use crate::config::{Config, ModelConfig, TestKind};
 use crate::gpu::GpuState;
 use crate::logs::{LogBatch, LogSource};
 
@@ -97,12 +97,7 @@ impl ModelSummary {
             command_line: words.join(" "),
             port: m.port,
             base_url: m.base_url(),
-            policy: match m.restart.policy {
-                RestartPolicy::No => "no",
-                RestartPolicy::OnFailure => "on-failure",
-                RestartPolicy::Always => "always",
-            }
-            .into(),
+            policy: m.restart.policy.name().into(),
             health_path: m.health.path.clone(),
             autostart: m.autostart,
         }

@@ -476,12 +476,12 @@ impl ModelTask {
             Decision::NoRestart if cause == ExitCause::Exited(0) => {
                 let reason = format!(
                     "exited with code 0; restart policy {} does not restart it",
-                    policy_name(self.cfg.restart.policy)
+                    self.cfg.restart.policy.name()
                 );
                 self.emit(ModelChange::Stopped { reason: Some(reason) }).await;
             }
             Decision::NoRestart => {
-                let reason = format!("{reason}; restart policy {}", policy_name(self.cfg.restart.policy));
+                let reason = format!("{reason}; restart policy {}", self.cfg.restart.policy.name());
                 self.emit(ModelChange::Failed { reason }).await;
             }
             Decision::GiveUp => {
@@ -559,14 +559,6 @@ async fn sleep_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-fn policy_name(p: RestartPolicy) -> &'static str {
-    match p {
-        RestartPolicy::No => "no",
-        RestartPolicy::OnFailure => "on-failure",
-        RestartPolicy::Always => "always",
     }
 }
 
