@@ -103,7 +103,7 @@ fn json_reports_exactly_the_fakes_values() {
                 "fan_pct": 31,
                 "throttle_reasons": ["sw thermal slowdown", "hw thermal slowdown"],
                 "processes": [
-                    {"pid": 5151, "used_memory_bytes": null, "model": null}
+                    {"pid": 4_199_455, "used_memory_bytes": null, "model": null}
                 ]
             }
         ]

@@ -45,7 +45,7 @@ fn a_gpu_process_is_named_after_the_model_llmdeck_runs() {
     let process = &sample["gpus"][0]["processes"][0];
     assert_eq!(process["model"], "qwen-7b", "{sample}");
     assert_eq!(process["used_memory_bytes"], 6u64 << 30);
-    assert_eq!(sample["gpus"][1]["processes"][0]["model"], Value::Null, "PID 5151 is nobody's");
+    assert_eq!(sample["gpus"][1]["processes"][0]["model"], Value::Null, "PID 4199455 is nobody's");
 
     d.signal(15);
     let status = d.wait_exit(LONG);

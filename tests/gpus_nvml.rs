@@ -75,7 +75,7 @@ fn two_gpus_read_exactly_the_fakes_values() {
     assert_eq!(g1.power_draw_w, Some(313.845));
     assert_eq!(g1.fan_pct, Some(31));
     assert_eq!(g1.throttle_reasons, Some(vec!["sw thermal slowdown".to_owned(), "hw thermal slowdown".to_owned()]));
-    assert_eq!(g1.processes[0].pid, 5151);
+    assert_eq!(g1.processes[0].pid, 4_199_455);
     assert_eq!(g1.processes[0].used_memory_bytes, None, "NVML_VALUE_NOT_AVAILABLE");
     assert!(source.driver_events(&tracker).is_empty());
 }

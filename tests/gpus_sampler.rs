@@ -121,7 +121,7 @@ async fn nvml_samples_name_the_model_holding_the_memory() {
     let _ = child.wait();
     assert_eq!(gpus[0].processes[0].pid, pid);
     assert_eq!(gpus[0].processes[0].model.as_deref(), Some("qwen-7b"));
-    assert_eq!(gpus[1].processes[0].model, None, "PID 5151 is not ours");
+    assert_eq!(gpus[1].processes[0].model, None, "PID 4199455 is not ours");
 
     // The engine's reducer sums it into the model's GPU memory column.
     let mut state =

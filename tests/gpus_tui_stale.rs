@@ -6,7 +6,6 @@ mod common;
 
 use std::time::Duration;
 
-use common::tmux::Tmux;
 use common::{BIN, Sandbox};
 
 #[test]
@@ -15,16 +14,18 @@ fn a_hung_nvml_call_marks_the_pane_stale_while_keys_still_work() {
     assert!(!fake.is_empty(), "build.rs could not compile tests/fake_nvml");
     let sb = Sandbox::new();
     let config = sb.write_config("gpu:\n  backend: nvml\n  sample_ms: 200\n");
-    let mut env = sb.tmux_env();
-    env.extend([
-        ("LLMDECK_NVML_LIB", fake.to_owned()),
-        // The third power reading (the second sample's GPU 0) never returns.
-        ("FAKE_NVML_SCENARIO", "hang".into()),
-        ("FAKE_NVML_HANG_FN", "nvmlDeviceGetPowerUsage".into()),
-        ("FAKE_NVML_HANG_AFTER", "2".into()),
-    ]);
-    let t = Tmux::start(120, 40, &env);
-    t.type_line(&format!("'{BIN}' --config '{}'", config.display()));
+    let t = sb.tmux(
+        120,
+        40,
+        &[
+            ("LLMDECK_NVML_LIB", fake.to_owned()),
+            // The third power reading (the second sample's GPU 0) never returns.
+            ("FAKE_NVML_SCENARIO", "hang".into()),
+            ("FAKE_NVML_HANG_FN", "nvmlDeviceGetPowerUsage".into()),
+            ("FAKE_NVML_HANG_AFTER", "2".into()),
+        ],
+    );
+    t.launch(&format!("'{BIN}' --config '{}'", config.display()));
     t.wait_text("H100 80GB", Duration::from_secs(10));
     t.wait_text("STALE for", Duration::from_secs(10));
     t.wait_text("nvmlDeviceGetPowerUsage (GPU 0) hung", Duration::from_secs(5));
@@ -56,6 +57,7 @@ fn a_hung_nvml_call_marks_the_pane_stale_while_keys_still_work() {
 
     // Quitting does not wait for the stuck thread.
     t.keys(&["q"]);
+    assert_eq!(t.wait_exited(Duration::from_secs(10)), 0);
     t.type_line("echo back-$((40+2))");
     t.wait_text("back-42", Duration::from_secs(10));
 }

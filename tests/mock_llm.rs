@@ -82,11 +82,15 @@ fn ready_port(line: &str) -> Option<u16> {
 }
 
 impl Spawned {
-    async fn ready(self) -> Result<Mock> {
-        let port = tokio::time::timeout(READY_TIMEOUT, self.port_rx)
-            .await
-            .wrap_err("mock-llm did not print its readiness line in time")?
-            .wrap_err("mock-llm exited before it was ready")?;
+    async fn ready(mut self) -> Result<Mock> {
+        let port = match tokio::time::timeout(READY_TIMEOUT, &mut self.port_rx).await {
+            Ok(Ok(port)) => port,
+            Ok(Err(_)) => bail!("mock-llm's stdout closed before it was ready\n{}", self.what_happened().await),
+            Err(_) => bail!(
+                "mock-llm did not print its readiness line within {READY_TIMEOUT:?}\n{}",
+                self.what_happened().await
+            ),
+        };
         Ok(Mock {
             child: self.child,
             base: format!("http://127.0.0.1:{port}"),
@@ -94,6 +98,24 @@ impl Spawned {
             stdout_task: self.stdout_task,
             stderr_task: self.stderr_task,
         })
+    }
+
+    /// Its exit status (or that it still runs, then it is killed), stderr and stdout.
+    async fn what_happened(&mut self) -> String {
+        let status = match tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await {
+            Ok(Ok(status)) => format!("it exited: {status}"),
+            Ok(Err(e)) => format!("waiting for it failed: {e}"),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                "it was still running (now killed)".to_owned()
+            }
+        };
+        let stderr = match tokio::time::timeout(Duration::from_secs(2), &mut self.stderr_task).await {
+            Ok(Ok(text)) => text,
+            _ => "(unreadable)".into(),
+        };
+        let stdout = self.stdout.lock().map(|l| l.join("\n")).unwrap_or_default();
+        format!("{status}\n--- stderr:\n{stderr}\n--- stdout:\n{stdout}")
     }
 }
 
@@ -391,41 +413,33 @@ async fn oom_after_prints_a_cuda_traceback_and_exits_1() -> Result<()> {
 #[tokio::test]
 async fn hang_after_stops_answering_but_stays_alive() -> Result<()> {
     let mut mock = start(&["--hang-after", "0.5"]).await?;
-    let quick = reqwest::Client::builder().timeout(Duration::from_millis(300)).build()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let timed_out = loop {
-        match quick.get(mock.url("/health")).send().await {
-            Ok(response) => assert_eq!(response.status(), 200),
-            Err(e) if e.is_timeout() => break true,
-            Err(e) => return Err(e.into()),
-        }
-        if Instant::now() > deadline {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(timed_out, "the server never stopped answering");
+    // The mock says when it hangs; from then on nothing is answered (a slow answer on a loaded
+    // machine is not taken for the hang).
+    mock.wait_for_stats(|s| s["hung"] == true).await?;
+    let quick = reqwest::Client::builder().timeout(Duration::from_secs(1)).build()?;
+    let err = quick.get(mock.url("/health")).send().await.err();
+    assert!(err.as_ref().is_some_and(reqwest::Error::is_timeout), "the hung server answered: {err:?}");
     // Connections are still accepted, and the process is alive.
     tokio::net::TcpStream::connect(mock.base.trim_start_matches("http://")).await?;
     assert!(mock.child.try_wait()?.is_none());
-    let stats = mock.stats().await?;
-    assert_eq!(stats["hung"], true);
     Ok(())
 }
 
 #[tokio::test]
 async fn startup_delay_refuses_connections_until_ready() -> Result<()> {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
-        probe.local_addr()?.port()
-    };
+    // A port outside the kernel's ephemeral range, held for this test: nothing else takes it
+    // while the mock is still loading.
+    let reserved = llmdeck::util::ports::reserve_loopback_ports(1)?;
+    let port = reserved[0].port();
     let started = Instant::now();
     let port_arg = port.to_string();
     let spawned = spawn(&["--port", &port_arg, "--startup-delay", "1.5"], &[])?;
     let early = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
-    assert!(started.elapsed() < Duration::from_millis(1500), "too slow to check");
-    let refused = early.err().map(|e| e.kind());
-    assert_eq!(refused, Some(std::io::ErrorKind::ConnectionRefused));
+    // On a machine slow enough to connect only after the delay there is nothing to check.
+    if started.elapsed() < Duration::from_millis(1500) {
+        let refused = early.err().map(|e| e.kind());
+        assert_eq!(refused, Some(std::io::ErrorKind::ConnectionRefused));
+    }
     let mock = spawned.ready().await?;
     assert!(started.elapsed() >= Duration::from_millis(1500));
     assert_eq!(mock.base, format!("http://127.0.0.1:{port}"));

@@ -44,13 +44,26 @@ impl Mock {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .wrap_err("spawning llmdeck mock-llm")?;
         let stdout = child.stdout.take().ok_or_else(|| eyre!("no stdout pipe"))?;
+        let stderr = child.stderr.take().ok_or_else(|| eyre!("no stderr pipe"))?;
+        // Kept (bounded) for a failure report, and drained so the server never blocks on it.
+        let stderr_tail = tokio::spawn(async move {
+            let mut tail: Vec<String> = Vec::new();
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tail.len() == 40 {
+                    tail.remove(0);
+                }
+                tail.push(line);
+            }
+            tail.join("\n")
+        });
         let mut lines = BufReader::new(stdout).lines();
-        let base = tokio::time::timeout(READY_TIMEOUT, async {
+        let ready = tokio::time::timeout(READY_TIMEOUT, async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(at) = line.find(READY_MARKER) {
                     let rest = &line[at + READY_MARKER.len()..];
@@ -58,10 +71,17 @@ impl Mock {
                     return Ok(format!("http://{authority}"));
                 }
             }
-            bail!("mock-llm exited before it was ready")
+            bail!("mock-llm's stdout closed before it was ready")
         })
-        .await
-        .wrap_err("mock-llm did not print its readiness line in time")??;
+        .await;
+        let base = match ready {
+            Ok(Ok(base)) => base,
+            Ok(Err(e)) => bail!("{e}\n{}", what_happened(child, stderr_tail).await),
+            Err(_) => bail!(
+                "mock-llm did not print its readiness line within {READY_TIMEOUT:?}\n{}",
+                what_happened(child, stderr_tail).await
+            ),
+        };
         // Keep the pipe drained so the server never blocks on its own logging.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Mock { _child: child, base, http: reqwest::Client::new() })
@@ -92,6 +112,20 @@ impl Mock {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// How a mock that never got ready ended: its exit status and the tail of its stderr.
+async fn what_happened(mut child: Child, stderr_tail: tokio::task::JoinHandle<String>) -> String {
+    let status = match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+        Ok(Ok(status)) => format!("it exited: {status}"),
+        _ => {
+            let _ = child.kill().await;
+            "it was still running (now killed)".to_owned()
+        }
+    };
+    let stderr = tokio::time::timeout(Duration::from_secs(2), stderr_tail).await;
+    let stderr = stderr.ok().and_then(Result::ok).unwrap_or_else(|| "(unreadable)".into());
+    format!("{status}\n--- stderr (last 40 lines):\n{stderr}")
 }
 
 fn count(stats: &Value, endpoint: &str, status: &str) -> u64 {

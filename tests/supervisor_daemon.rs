@@ -165,11 +165,8 @@ fn helpers_that_left_the_process_group_end_with_the_model() {
     let sb = Sandbox::new();
     let port = free_port();
     let pidfile = sb.path().join("escaped.pid");
-    let script = format!(
-        "setsid sleep 300 & echo $! > '{}'; exec '{}' mock-llm --port {port} --crash-after 3 --exit-code 3",
-        pidfile.display(),
-        common::BIN
-    );
+    let script =
+        format!("setsid sleep 300 & echo $! > '{}'; exec '{}' mock-llm --port {port}", pidfile.display(), common::BIN);
     let model = format!(
         "  - id: escaper\n    command: sh\n    args: [-c, {script:?}]\n    port: {port}\n    health: {{ interval_s: 0.5, timeout_s: 1, startup_timeout_s: 30 }}\n    restart: {{ policy: no }}\n    stop_timeout_s: 3\n"
     );
@@ -179,6 +176,9 @@ fn helpers_that_left_the_process_group_end_with_the_model() {
     let escaped: u32 = std::fs::read_to_string(&pidfile).expect("pid file").trim().parse().expect("pid");
     assert!(alive(escaped), "test premise: the helper runs in its own session");
 
+    // The model dies (here: killed from outside, once it is ready, however long that took).
+    let leader = pids_of(&d, "escaper")[0];
+    common::unsafe_kill(leader, 9);
     d.wait_for("the crash", LONG, is("escaper", "crashed"));
     assert!(wait_gone(escaped, Duration::from_secs(5)), "the escaped helper outlived its model");
     d.wait_for("a note naming it", LONG, |v| {
@@ -197,24 +197,32 @@ fn a_daemon_whose_stdout_nobody_reads_still_exits_on_sigterm() {
     let port = free_port();
     let model = mock_model("chatty", port, ", --log-rate, \"2000\"", "");
     let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
+    let stderr_file = sb.fresh_file("daemon", "stderr");
     let mut daemon = sb
         .command()
         .args(["daemon", "--config"])
         .arg(&config)
         .stdout(std::process::Stdio::piped()) // never read
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
         .spawn()
         .expect("start the daemon");
+    let report = |what: &str| format!("{what}\n--- daemon stderr:\n{}", common::tail_of_file(&stderr_file, 40));
     // Wait until the model serves: by then the pipe is long full of log events.
     let deadline = std::time::Instant::now() + LONG;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "the model never listened");
+        if let Ok(Some(status)) = daemon.try_wait() {
+            panic!(
+                "{}",
+                report(&format!("the daemon exited ({}) before its model listened", common::describe_exit(status)))
+            );
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", report("the model never listened"));
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(500));
     common::unsafe_kill(daemon.id(), 15);
     let status = common::wait_child(&mut daemon, Duration::from_secs(20));
-    assert!(status.is_some_and(|s| s.success()), "the daemon did not exit: {status:?}");
+    assert!(status.is_some_and(|s| s.success()), "{}", report(&format!("the daemon did not exit cleanly: {status:?}")));
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the model still serves");
 }
 

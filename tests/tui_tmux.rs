@@ -4,14 +4,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::tmux::Tmux;
 use common::{BIN, Sandbox};
 
 #[test]
 fn demo_shows_four_panes_help_and_quits_to_a_usable_shell() {
     let sb = Sandbox::new();
-    let t = Tmux::start(120, 40, &sb.tmux_env());
-    t.type_line(&format!("'{BIN}' demo"));
+    let t = sb.tmux(120, 40, &[]);
+    t.launch(&format!("'{BIN}' demo"));
     t.wait_for("the four pane titles", Duration::from_secs(10), |s| {
         ["1 Models", "2 GPUs", "3 Tests", "4 Logs"].iter().all(|title| s.contains(title))
     });
@@ -27,7 +26,9 @@ fn demo_shows_four_panes_help_and_quits_to_a_usable_shell() {
     t.keys(&["q"]);
     t.wait_text("Quit?", Duration::from_secs(5));
     t.keys(&["y"]);
-    // Back at the shell, which echoes and runs commands again.
+    // Back at the shell, which echoes and runs commands again. (Typed only once llmdeck has
+    // exited: until it handles the quit, keys typed are keys for llmdeck, as for any program.)
+    assert_eq!(t.wait_exited(Duration::from_secs(20)), 0);
     t.type_line("echo shell-ok-$((40+2))");
     t.wait_text("shell-ok-42", Duration::from_secs(20));
     t.type_line("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ,");
@@ -54,13 +55,13 @@ fn child_of(pid: u32) -> u32 {
 fn sigterm_and_sigint_stop_the_tui_and_restore_the_terminal() {
     for (signal, code) in [("TERM", 0), ("INT", 130)] {
         let sb = Sandbox::new();
-        let t = Tmux::start(100, 30, &sb.tmux_env());
-        t.type_line(&format!("'{BIN}' demo; echo \"exit=$?\""));
+        let t = sb.tmux(100, 30, &[]);
+        t.launch(&format!("'{BIN}' demo"));
         t.wait_text("1 Models", Duration::from_secs(10));
         t.wait_text("● ready", Duration::from_secs(20));
         let llmdeck = child_of(t.pane_pid());
         common::unsafe_kill(llmdeck, if signal == "TERM" { 15 } else { 2 });
-        t.wait_text(&format!("exit={code}"), Duration::from_secs(20));
+        assert_eq!(t.wait_exited(Duration::from_secs(20)), code);
         assert!(common::wait_gone(llmdeck, Duration::from_secs(5)));
         t.type_line("stty -a | tr ' ' '\\n' | grep -x -e icanon -e echo | tr '\\n' ,");
         t.wait_text("icanon,echo,", Duration::from_secs(5));
@@ -73,11 +74,8 @@ fn sigterm_and_sigint_stop_the_tui_and_restore_the_terminal() {
 #[test]
 fn a_hung_up_terminal_still_stops_the_models_and_cleans_up() {
     let sb = Sandbox::new();
-    let tmp = sb.path().join("tmp");
-    std::fs::create_dir_all(&tmp).expect("tmp dir");
-    let mut env = sb.tmux_env();
-    env.push(("TMPDIR", tmp.display().to_string()));
-    let t = Tmux::start(100, 30, &env);
+    let tmp = sb.tmp_dir();
+    let t = sb.tmux(100, 30, &[]);
     t.type_line(&format!("exec '{BIN}' demo"));
     t.wait_text("1 Models", Duration::from_secs(10));
     t.wait_text("● ready", Duration::from_secs(20));
@@ -105,10 +103,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 #[test]
 fn sigterm_while_the_pager_is_open_still_stops_everything() {
     let sb = Sandbox::new();
-    let mut env = sb.tmux_env();
-    env.push(("PAGER", "tail -f".into()));
-    let t = Tmux::start(100, 30, &env);
-    t.type_line(&format!("'{BIN}' demo; echo \"exit=$?\""));
+    let t = sb.tmux(100, 30, &[("PAGER", "tail -f".into())]);
+    t.launch(&format!("'{BIN}' demo"));
     t.wait_text("● ready", Duration::from_secs(20));
     let llmdeck = child_of(t.pane_pid());
     let models = children_of(llmdeck);
@@ -117,8 +113,32 @@ fn sigterm_while_the_pager_is_open_still_stops_everything() {
     t.wait_for("the pager to take the screen", Duration::from_secs(10), |s| !s.contains("1 Models"));
 
     common::unsafe_kill(llmdeck, 15);
-    t.wait_text("exit=0", Duration::from_secs(20));
+    assert_eq!(t.wait_exited(Duration::from_secs(20)), 0);
     for pid in models {
         assert!(common::wait_gone(pid, Duration::from_secs(5)), "process {pid} outlived llmdeck");
     }
+}
+
+/// Once the screen is restored and only the models are stopping, llmdeck no longer reads the
+/// terminal: a line typed then waits for the shell, which runs it when llmdeck exits.
+#[test]
+fn type_ahead_while_models_stop_reaches_the_shell() {
+    let sb = Sandbox::new();
+    let port = common::free_port();
+    // Ignores SIGTERM: stopping it takes the whole stop timeout, then SIGKILL.
+    let model = common::mock_model("slowstop", port, ", --ignore-sigterm", "")
+        .replace("stop_timeout_s: 3", "stop_timeout_s: 4");
+    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
+    let t = sb.tmux(100, 30, &[]);
+    t.launch(&format!("'{BIN}' --config '{}'", config.display()));
+    t.wait_text("● ready", Duration::from_secs(20));
+    let llmdeck = child_of(t.pane_pid());
+    t.keys(&["q"]);
+    t.wait_text("Quit?", Duration::from_secs(5));
+    t.keys(&["y"]);
+    t.wait_text("stopping 1 model", Duration::from_secs(10));
+    t.type_line("echo typed-ahead-$((40+2))");
+    assert!(common::alive(llmdeck), "test premise: llmdeck is still stopping its model when the line is typed");
+    assert_eq!(t.wait_exited(Duration::from_secs(20)), 0);
+    t.wait_text("typed-ahead-42", Duration::from_secs(10));
 }

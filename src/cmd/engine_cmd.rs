@@ -16,6 +16,7 @@ use crate::engine::{Engine, EngineEventKind, EngineOptions, Event};
 use crate::exit;
 use crate::supervisor::instance::AlreadyRunning;
 use crate::tui::{self, Exit, TuiOptions, app::Origin};
+use crate::util::ports::{PortReservation, reserve_loopback_ports};
 
 /// The demo's configuration, with `${...}` filled in by [`demo`].
 pub const DEMO_CONFIG: &str = include_str!("../../assets/demo.yaml");
@@ -145,7 +146,8 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
         .prefix("llmdeck-demo-")
         .tempdir()
         .wrap_err("creating the demo's temporary directory")?;
-    let text = demo_config_text(dir.path())?;
+    // Held until the demo ends: no other llmdeck picks these ports meanwhile.
+    let (text, _ports) = demo_config_text(dir.path())?;
     let config = match config::load_str(&text, "embedded demo config (assets/demo.yaml)") {
         Ok(c) => c,
         Err(errors) => {
@@ -164,25 +166,21 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
     code
 }
 
-/// The demo config with this binary's path, free loopback ports and the temp dir filled in.
-pub fn demo_config_text(dir: &Path) -> Result<String> {
+/// The demo config with this binary's path, reserved loopback ports and the temp dir filled
+/// in. The ports stay reserved while the returned reservations live.
+pub fn demo_config_text(dir: &Path) -> Result<(String, Vec<PortReservation>)> {
     let exe = std::env::current_exe().wrap_err("finding the llmdeck executable for the demo's mock models")?;
     let mut text = DEMO_CONFIG
         .replace("${LLMDECK_EXE}", &exe.display().to_string())
         .replace("${DEMO_DIR}", &dir.display().to_string());
-    for n in 1..=4 {
-        let placeholder = format!("${{DEMO_PORT_{n}}}");
-        if text.contains(&placeholder) {
-            text = text.replace(&placeholder, &free_port()?.to_string());
-        }
+    let placeholders: Vec<String> =
+        (1..=9).map(|n| format!("${{DEMO_PORT_{n}}}")).filter(|p| text.contains(p.as_str())).collect();
+    let ports =
+        reserve_loopback_ports(placeholders.len()).wrap_err("reserving loopback ports for the demo's models")?;
+    for (placeholder, port) in placeholders.iter().zip(&ports) {
+        text = text.replace(placeholder.as_str(), &port.port().to_string());
     }
-    Ok(text)
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").wrap_err("finding a free loopback port")?;
-    Ok(listener.local_addr()?.port())
+    Ok((text, ports))
 }
 
 /// Starting the engine failed. Another llmdeck on the same state directory is not a crash:

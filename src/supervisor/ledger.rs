@@ -164,18 +164,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let ledger_dir = dir.path().join("ledger");
         fs::create_dir_all(&ledger_dir).expect("ledger dir");
-        // A dead run (owner pid 0 never matches) and a process carrying its id.
-        let dead = Entry { run_id: "dead-run-test".into(), owner_pid: u32::MAX, owner_start_ticks: 1 };
+        // Markers unique to this test run: a sweep ends every process on the machine carrying
+        // a dead run's id, another suite's processes included.
+        let unique = format!("{}-{}", std::process::id(), fastrand::u64(..));
+        let (dead_id, other_id) = (format!("dead-run-{unique}"), format!("someone-else-{unique}"));
+        // A dead run (owner pid u32::MAX never matches) and a process carrying its id.
+        let dead = Entry { run_id: dead_id.clone(), owner_pid: u32::MAX, owner_start_ticks: 1 };
         fs::write(ledger_dir.join("dead.json"), serde_json::to_vec(&dead).expect("json")).expect("write");
-        let mut child =
-            std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "dead-run-test").spawn().expect("sleep");
+        let mut child = std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, &dead_id).spawn().expect("sleep");
         let mut innocent =
-            std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, "someone-else").spawn().expect("sleep");
+            std::process::Command::new("sleep").arg("30").env(RUN_ID_ENV, &other_id).spawn().expect("sleep");
 
         // spawn() returns once exec has begun, but the kernel fills in /proc/<pid>/environ a
         // moment later; a sweep in that gap sees an empty environment.
-        wait_for_marker(child.id(), "dead-run-test");
-        wait_for_marker(innocent.id(), "someone-else");
+        wait_for_marker(child.id(), &dead_id);
+        wait_for_marker(innocent.id(), &other_id);
 
         let ended = sweep(dir.path(), "me");
         assert_eq!(ended.iter().map(|l| l.pid).collect::<Vec<_>>(), [child.id()]);

@@ -200,7 +200,8 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             env: BTreeMap::new(),
             cwd: None,
-            run_id: "process-test".into(),
+            // Unique to this test run: nothing another suite sweeps.
+            run_id: format!("process-test-{}-{}", std::process::id(), fastrand::u64(..)),
             model_id: "process-test".into(),
         };
         spawn_group(spec).expect("spawn sh")

@@ -54,6 +54,37 @@ impl Sandbox {
         ]
     }
 
+    /// llmdeck's own log for commands run in this sandbox.
+    pub fn app_log(&self) -> PathBuf {
+        self.path().join("state").join("llmdeck").join("llmdeck.log")
+    }
+
+    /// A path in the sandbox no other call has returned: `<stem>-<n>.<ext>`.
+    pub fn fresh_file(&self, stem: &str, ext: &str) -> PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.path().join(format!("{stem}-{n}.{ext}"))
+    }
+
+    /// `TMPDIR` for programs run in this sandbox (the demo makes its directory there).
+    pub fn tmp_dir(&self) -> PathBuf {
+        let dir = self.path().join("tmp");
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        dir
+    }
+
+    /// A tmux session on this sandbox's environment (plus `extra`), whose failure reports
+    /// include llmdeck's own log (the demo's too: it keeps it under `TMPDIR`).
+    pub fn tmux(&self, width: u16, height: u16, extra: &[(&'static str, String)]) -> tmux::Tmux {
+        let mut env = self.tmux_env();
+        env.push(("TMPDIR", self.tmp_dir().display().to_string()));
+        env.extend(extra.iter().cloned());
+        let t = tmux::Tmux::start(width, height, &env);
+        t.report_file(self.app_log());
+        t.report_file(self.tmp_dir());
+        t
+    }
+
     pub fn write_config(&self, yaml: &str) -> PathBuf {
         let path = self.path().join("config.yaml");
         std::fs::write(&path, yaml).expect("write config");
@@ -61,42 +92,54 @@ impl Sandbox {
     }
 }
 
-/// A running `llmdeck daemon` with its stdout events collected on a thread.
+/// What the reader thread of a child's stdout passes on.
+enum Received {
+    Event(Value),
+    /// A line that is not JSON: a bug in the daemon's output (or something else writing to it).
+    NotJson(String),
+    /// Reading failed (not UTF-8, an I/O error).
+    ReadError(String),
+}
+
+/// A running `llmdeck daemon` with its stdout events collected on a thread and its stderr kept
+/// in a file, so a failure can say what the daemon did: its exit status, its stderr, the tail
+/// of llmdeck's own log, and every event it sent.
 pub struct Daemon {
     pub child: Child,
-    events: mpsc::Receiver<Value>,
+    events: mpsc::Receiver<Received>,
     pub seen: Vec<Value>,
+    stderr_file: PathBuf,
+    app_log: PathBuf,
+    /// The exit status, once observed (the child is reaped then).
+    status: Option<std::process::ExitStatus>,
 }
 
 impl Daemon {
     pub fn start(sandbox: &Sandbox, config: &Path) -> Daemon {
+        Self::start_with(sandbox, &["daemon", "--config"], config)
+    }
+
+    /// `llmdeck ARGS CONFIG` as a daemon-like process printing JSON lines.
+    pub fn start_with(sandbox: &Sandbox, args: &[&str], config: &Path) -> Daemon {
+        let stderr_file = sandbox.fresh_file("daemon", "stderr");
+        let stderr = std::fs::File::create(&stderr_file).expect("create the daemon's stderr file");
         let mut child = sandbox
             .command()
-            .args(["daemon", "--config"])
+            .args(args)
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn daemon");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => {
-                        if tx.send(v).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => panic!("daemon printed a line that is not JSON ({e}): {line}"),
-                }
-            }
-        });
-        Daemon { child, events, seen: Vec::new() }
+        std::thread::spawn(move || read_json_lines(stdout, tx));
+        Daemon { child, events, seen: Vec::new(), stderr_file, app_log: sandbox.app_log(), status: None }
     }
 
-    /// Waits for an event matching `pred` (events already seen count too).
+    /// Waits for an event matching `pred` (events already seen count too). Panics with what
+    /// happened otherwise: the stream closed (and how the daemon exited), a line that is not
+    /// JSON, or a plain timeout.
     pub fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
         if let Some(v) = self.seen.iter().find(|v| pred(v)) {
             return v.clone();
@@ -105,22 +148,40 @@ impl Daemon {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(left) {
-                Ok(v) => {
+                Ok(Received::Event(v)) => {
                     self.seen.push(v.clone());
                     if pred(&v) {
                         return v;
                     }
                 }
-                Err(_) => panic!("timed out after {timeout:?} waiting for {what}; saw:\n{}", self.model_events_text()),
+                Ok(Received::NotJson(line)) => {
+                    self.fail(&format!("waiting for {what}, the daemon printed a line that is not JSON: {line:?}"))
+                }
+                Ok(Received::ReadError(e)) => {
+                    self.fail(&format!("waiting for {what}, reading the daemon's stdout failed: {e}"))
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("waiting for {what}, the daemon's event stream closed"))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("timed out after {timeout:?} waiting for {what}"))
+                }
             }
         }
     }
 
-    /// Collects whatever arrives for `dur`.
+    /// Collects whatever arrives for `dur` (or until the stream ends).
     pub fn drain_for(&mut self, dur: Duration) {
         let deadline = Instant::now() + dur;
-        while let Ok(v) = self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            self.seen.push(v);
+        loop {
+            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Received::Event(v)) => self.seen.push(v),
+                Ok(Received::NotJson(line)) => {
+                    self.fail(&format!("the daemon printed a line that is not JSON: {line:?}"))
+                }
+                Ok(Received::ReadError(e)) => self.fail(&format!("reading the daemon's stdout failed: {e}")),
+                Err(_) => return,
+            }
         }
     }
 
@@ -132,11 +193,8 @@ impl Daemon {
         self.model_events(model).iter().map(|v| v["state"].as_str().unwrap_or("?").to_owned()).collect()
     }
 
-    fn model_events_text(&self) -> String {
-        self.seen.iter().filter(|v| v["type"] != "log").map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
-    }
-
     pub fn signal(&self, sig: i32) {
+        assert!(self.status.is_none(), "the daemon was already reaped: its pid may name another process now");
         unsafe_kill(self.child.id(), sig);
     }
 
@@ -144,21 +202,105 @@ impl Daemon {
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.try_status() {
                 // Read what is left on stdout.
-                self.drain_for(Duration::from_millis(200));
+                self.drain_for(Duration::from_millis(500));
                 return status;
             }
-            assert!(Instant::now() < deadline, "daemon did not exit within {timeout:?}");
+            if Instant::now() >= deadline {
+                self.fail(&format!("the daemon did not exit within {timeout:?}"));
+            }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn try_status(&mut self) -> Option<std::process::ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status
+    }
+
+    /// Everything a reader of a failed test needs, then the panic.
+    #[track_caller]
+    pub fn fail(&mut self, what: &str) -> ! {
+        // A closed stream usually means the daemon is exiting: give it a moment to say how.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.try_status().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Events still queued belong in the report.
+        while let Ok(Received::Event(v)) = self.events.try_recv() {
+            self.seen.push(v);
+        }
+        let status = match self.status {
+            Some(status) => format!("the daemon exited: {}", describe_exit(status)),
+            None => format!("the daemon (pid {}) is still running", self.child.id()),
+        };
+        panic!(
+            "{what}\n{status}\n--- its stderr (last 40 lines of {}):\n{}\n--- llmdeck's own log (last 40 lines):\n{}\n--- the {} events it sent (log lines left out):\n{}",
+            self.stderr_file.display(),
+            tail_of_file(&self.stderr_file, 40),
+            tail_of_file(&self.app_log, 40),
+            self.seen.len(),
+            self.events_text()
+        )
+    }
+
+    fn events_text(&self) -> String {
+        let shown: Vec<String> = self.seen.iter().filter(|v| v["type"] != "log").map(|v| v.to_string()).collect();
+        if shown.is_empty() { "(none)".into() } else { shown.join("\n") }
+    }
+}
+
+fn read_json_lines(stdout: impl std::io::Read, tx: mpsc::Sender<Received>) {
+    for line in BufReader::new(stdout).lines() {
+        let received = match line {
+            Ok(line) => match serde_json::from_str::<Value>(&line) {
+                Ok(v) => Received::Event(v),
+                Err(_) => Received::NotJson(line),
+            },
+            Err(e) => Received::ReadError(e.to_string()),
+        };
+        let stop = !matches!(received, Received::Event(_));
+        if tx.send(received).is_err() || stop {
+            return;
         }
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `exit code 2`, `killed by signal 9 (SIGKILL)`.
+pub fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => {
+            let name = nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("?");
+            format!("killed by signal {sig} ({name})")
+        }
+        (None, None) => format!("{status}"),
+    }
+}
+
+/// The last `n` lines of a file, or why there are none.
+pub fn tail_of_file(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) if bytes.is_empty() => "(empty)".into(),
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        Err(e) => format!("({}: {e})", path.display()),
     }
 }
 
@@ -210,6 +352,14 @@ pub fn mock_model(id: &str, port: u16, mock_args: &str, extra: &str) -> String {
     )
 }
 
+/// A loopback port for a server under test that picks no port itself: never handed out twice
+/// on this machine while this test binary runs (see `llmdeck::util::ports`), and outside the
+/// kernel's ephemeral range, so no `bind(0)` or outgoing connection takes it meanwhile.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    static HELD: std::sync::Mutex<Vec<llmdeck::util::ports::PortReservation>> = std::sync::Mutex::new(Vec::new());
+    let mut reserved = llmdeck::util::ports::reserve_loopback_ports(1).expect("a free loopback port");
+    let reservation = reserved.pop().expect("one port");
+    let port = reservation.port();
+    HELD.lock().unwrap_or_else(|p| p.into_inner()).push(reservation);
+    port
 }

@@ -1,13 +1,23 @@
 //! Driving llmdeck's TUI like a person would: a tmux server on a private socket, keys in,
-//! screen text out.
+//! screen text out. A failure says what happened: the program in the pane exited (with its
+//! status), the session vanished, or the screen never showed what was awaited.
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// What a command started with [`Tmux::launch`] prints when it ends; the typed line itself
+/// never contains this text (it is assembled by `printf`).
+const EXITED: &str = "[llmdeck-exited ";
+
 pub struct Tmux {
     socket: PathBuf,
     _dir: tempfile::TempDir,
+    /// Files whose tails a failure report includes (llmdeck's own log, say).
+    reported_files: RefCell<Vec<PathBuf>>,
+    /// Set by [`Tmux::launch`]: the screen then says when the program ended.
+    launched: RefCell<bool>,
 }
 
 impl Tmux {
@@ -24,8 +34,10 @@ impl Tmux {
         cmd.args(["bash", "--norc", "--noprofile"]);
         let status = cmd.status().expect("tmux is installed (.ci/run installs it)");
         assert!(status.success(), "tmux new-session failed");
-        let t = Tmux { socket, _dir: dir };
+        let t = Tmux { socket, _dir: dir, reported_files: RefCell::new(Vec::new()), launched: RefCell::new(false) };
         t.tmux(&["set-option", "-g", "status", "off"]);
+        // A pane whose program exits stays, with its exit status, instead of vanishing.
+        t.tmux(&["set-option", "-g", "remain-on-exit", "on"]);
         t.tmux(&["resize-window", "-t", "t", "-x", &width.to_string(), "-y", &height.to_string()]);
         t
     }
@@ -35,10 +47,29 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Includes the tail of `path` in any failure report.
+    pub fn report_file(&self, path: PathBuf) {
+        self.reported_files.borrow_mut().push(path);
+    }
+
     /// Types a line into the shell.
     pub fn type_line(&self, line: &str) {
         self.tmux(&["send-keys", "-t", "t", "-l", line]);
         self.tmux(&["send-keys", "-t", "t", "Enter"]);
+    }
+
+    /// Runs `command` in the shell so that its end and exit status show on the screen
+    /// ([`Tmux::wait_exited`]); until then a wait that sees it end fails at once, saying so.
+    pub fn launch(&self, command: &str) {
+        *self.launched.borrow_mut() = true;
+        self.type_line(&format!("{command}; printf '[%s %s]\\n' llmdeck-exited $?"));
+    }
+
+    /// Waits for the launched command to end; its exit status.
+    pub fn wait_exited(&self, timeout: Duration) -> i32 {
+        *self.launched.borrow_mut() = false;
+        self.wait_text(EXITED, timeout);
+        exit_marker(&self.screen()).expect("the exit marker carries the status")
     }
 
     /// Sends tmux key names (`?`, `q`, `Tab`, `C-c`, ...).
@@ -62,6 +93,29 @@ impl Tmux {
         self.tmux(&["capture-pane", "-p", "-t", "t"])
     }
 
+    /// `None` while the pane's program runs; how it ended otherwise.
+    fn pane_ended(&self) -> Option<String> {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}"])
+            .output()
+            .expect("tmux");
+        if !out.status.success() {
+            return Some("the tmux session is gone".into());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut fields = text.split_whitespace();
+        if fields.next() != Some("1") {
+            return None;
+        }
+        Some(match (fields.next(), fields.next()) {
+            (_, Some(sig)) if !sig.is_empty() && sig != "0" => format!("the pane's program was killed by signal {sig}"),
+            (Some(code), _) => format!("the pane's program exited with code {code}"),
+            _ => "the pane's program exited".into(),
+        })
+    }
+
     /// Waits until the screen satisfies `pred`; returns how long it took.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Duration {
         let start = Instant::now();
@@ -70,7 +124,17 @@ impl Tmux {
             if pred(&screen) {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}; screen:\n{screen}");
+            if let Some(ended) = self.pane_ended() {
+                self.fail(&format!("waiting for {what}, {ended}"), &screen);
+            }
+            if *self.launched.borrow()
+                && let Some(code) = exit_marker(&screen)
+            {
+                self.fail(&format!("waiting for {what}, the launched command exited with status {code}"), &screen);
+            }
+            if start.elapsed() >= timeout {
+                self.fail(&format!("timed out after {timeout:?} waiting for {what}"), &screen);
+            }
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -78,6 +142,45 @@ impl Tmux {
     pub fn wait_text(&self, text: &str, timeout: Duration) -> Duration {
         self.wait_for(&format!("`{text}`"), timeout, |s| s.contains(text))
     }
+
+    #[track_caller]
+    fn fail(&self, what: &str, screen: &str) -> ! {
+        let mut report = format!("{what}\n--- screen:\n{screen}");
+        for path in self.reported_files.borrow().iter() {
+            let files = if path.is_dir() { logs_under(path) } else { vec![path.clone()] };
+            for file in files {
+                report.push_str(&format!(
+                    "\n--- {} (last 30 lines):\n{}",
+                    file.display(),
+                    super::tail_of_file(&file, 30)
+                ));
+            }
+        }
+        panic!("{report}");
+    }
+}
+
+/// Every `llmdeck.log` under `dir` (a demo's temporary directory), a few levels deep.
+fn logs_under(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() && depth < 4 {
+                todo.push((path, depth + 1));
+            } else if path.file_name().is_some_and(|n| n == "llmdeck.log") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The status in `[llmdeck-exited N]`, if the screen shows it.
+fn exit_marker(screen: &str) -> Option<i32> {
+    let rest = &screen[screen.rfind(EXITED)? + EXITED.len()..];
+    rest.split(']').next()?.trim().parse().ok()
 }
 
 impl Drop for Tmux {

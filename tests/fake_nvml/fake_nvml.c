@@ -5,7 +5,7 @@
  * NVML ABI's struct layouts (nvml.h), and answers from a scenario:
  *
  *   scenario=two|one|eight|na|lost|hang   (default two)
- *   process_pid=<pid>    PID reported as GPU 0's compute process (default 4242)
+ *   process_pid=<pid>    PID reported as GPU 0's compute process (default 4198546, see below)
  *   process_pid_file=<path>  read that PID from this file at every call instead (when it holds
  *                        one), for a process started after the library was loaded
  *   hang_fn=<symbol>     function that hangs in the hang scenario (default nvmlDeviceGetPowerUsage)
@@ -31,7 +31,10 @@
  *   SM clock 1980 - 15 i MHz, memory clock 2619 MHz, fan 30 + i % on odd GPUs (N/A on even)
  *   throttle reasons: GPU 0 SW power cap, GPU 1 SW + HW thermal slowdown, others idle
  *   performance state P0 for GPUs 0-1, P8 for the others
- *   processes: GPU 0 {process_pid, 6 GiB}, GPU 1 {5151, memory not available}
+ *   processes: GPU 0 {process_pid, 6 GiB}, GPU 1 {4199455, memory not available}
+ * The default PIDs are above Linux's PID_MAX_LIMIT (2^22 on 64-bit): no process on the machine
+ * can have them, so whatever a test finds about them in /proc cannot depend on which of the
+ * machine's processes happen to exist. Tests that want a PID named pass one of their own.
  * Scenario na: one "Tesla K80" where only name, uuid, memory, temperature and power answer;
  * energy answers FUNCTION_NOT_FOUND and everything else NOT_SUPPORTED.
  * Scenario lost: two GPUs; GPU 1 gives its name, UUID and events, and answers GPU_IS_LOST to
@@ -109,7 +112,9 @@ enum scenario { SC_ONE, SC_TWO, SC_EIGHT, SC_NA, SC_LOST, SC_HANG };
 static struct fake_device devices[MAX_GPUS];
 static int initialized;
 static enum scenario scenario = SC_TWO;
-static unsigned process_pid = 4242;
+/* PID_MAX_LIMIT + n: a PID no process can have. */
+#define NO_SUCH_PID(n) (4194304u + (n))
+static unsigned process_pid = NO_SUCH_PID(4242);
 static char process_pid_file[4096];
 static char hang_fn[128] = "nvmlDeviceGetPowerUsage";
 static long hang_after = 2;
@@ -240,7 +245,7 @@ static void read_scenario_env(void) {
 
 static void load_scenario(void) {
     scenario = SC_TWO;
-    process_pid = 4242;
+    process_pid = NO_SUCH_PID(4242);
     process_pid_file[0] = 0;
     snprintf(hang_fn, sizeof hang_fn, "%s", "nvmlDeviceGetPowerUsage");
     hang_after = 2;
@@ -503,7 +508,7 @@ EXPORT nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t device,
     }
     *count = n;
     if (n == 0) return NVML_SUCCESS;
-    infos[0].pid = i == 0 ? gpu0_pid() : 5151;
+    infos[0].pid = i == 0 ? gpu0_pid() : NO_SUCH_PID(5151);
     infos[0].usedGpuMemory = i == 0 ? 6 * GIB : VALUE_NOT_AVAILABLE;
     infos[0].gpuInstanceId = 0xFFFFFFFFu;
     infos[0].computeInstanceId = 0xFFFFFFFFu;

@@ -1,5 +1,7 @@
 //! Small helpers shared by several parts.
 
+pub mod ports;
+
 /// Replaces the values of arguments that look secret (`--api-key X`, `--token=X`) with `***`,
 /// so command lines can be shown and logged.
 pub fn redact_args(args: &[String]) -> Vec<String> {
