@@ -13,6 +13,9 @@ const EXITED: &str = "[llmdeck-exited ";
 
 pub struct Tmux {
     socket: PathBuf,
+    /// Written by the pane's wrapper with the exit status of the shell (or of the program it
+    /// `exec`ed) once it ends.
+    status_file: PathBuf,
     _dir: tempfile::TempDir,
     /// Files whose tails a failure report includes (llmdeck's own log, say).
     reported_files: RefCell<Vec<PathBuf>>,
@@ -25,16 +28,25 @@ impl Tmux {
     pub fn start(width: u16, height: u16, env: &[(&str, String)]) -> Tmux {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("tmux.sock");
+        let status_file = dir.path().join("pane-status");
         let mut cmd = Command::new("tmux");
         cmd.arg("-S").arg(&socket).args(["-f", "/dev/null", "new-session", "-d", "-s", "t", "-x"]);
         cmd.arg(width.to_string()).arg("-y").arg(height.to_string());
         for (k, v) in env {
             cmd.arg("-e").arg(format!("{k}={v}"));
         }
-        cmd.args(["bash", "--norc", "--noprofile"]);
+        // A wrapper records how the shell (or what it `exec`s) ended: tmux's own pane status is
+        // not always learned (tmux 3.3 can mark a pane dead without ever reaping its status).
+        cmd.args(["sh", "-c", "bash --norc --noprofile; echo $? > \"$0\"", &status_file.display().to_string()]);
         let status = cmd.status().expect("tmux is installed (.ci/run installs it)");
         assert!(status.success(), "tmux new-session failed");
-        let t = Tmux { socket, _dir: dir, reported_files: RefCell::new(Vec::new()), launched: RefCell::new(false) };
+        let t = Tmux {
+            socket,
+            status_file,
+            _dir: dir,
+            reported_files: RefCell::new(Vec::new()),
+            launched: RefCell::new(false),
+        };
         t.tmux(&["set-option", "-g", "status", "off"]);
         // A pane whose program exits stays, with its exit status, instead of vanishing.
         t.tmux(&["set-option", "-g", "remain-on-exit", "on"]);
@@ -79,9 +91,20 @@ impl Tmux {
         self.tmux(&args);
     }
 
-    /// The PID of the process in the pane (after `exec`, the program itself).
+    /// The PID of the pane's shell (after `exec`, the program itself): the child of the
+    /// pane's wrapper.
     pub fn pane_pid(&self) -> u32 {
-        self.tmux(&["display-message", "-p", "-t", "t", "#{pane_pid}"]).trim().parse().expect("pane pid")
+        let wrapper: u32 =
+            self.tmux(&["display-message", "-p", "-t", "t", "#{pane_pid}"]).trim().parse().expect("pane pid");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("pgrep").arg("-P").arg(wrapper.to_string()).output().expect("pgrep");
+            if let Some(pid) = String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.trim().parse().ok()) {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "the pane's wrapper {wrapper} has no shell");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Ends the tmux server: the pane's terminal hangs up, as when an SSH session drops.
@@ -98,22 +121,22 @@ impl Tmux {
         let out = Command::new("tmux")
             .arg("-S")
             .arg(&self.socket)
-            .args(["display-message", "-p", "-t", "t", "#{pane_dead} #{pane_dead_status} #{pane_dead_signal}"])
+            .args(["display-message", "-p", "-t", "t", "#{pane_dead}"])
             .output()
             .expect("tmux");
         if !out.status.success() {
             return Some("the tmux session is gone".into());
         }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut fields = text.split_whitespace();
-        if fields.next() != Some("1") {
-            return None;
+        let dead = String::from_utf8_lossy(&out.stdout).trim() == "1";
+        // Read after asking tmux: a dead wrapper has written its file, if it could.
+        let recorded = std::fs::read_to_string(&self.status_file).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        match (recorded, dead) {
+            (Some(code @ 129..), _) => Some(format!("the pane's program was killed by signal {}", code - 128)),
+            (Some(code), _) => Some(format!("the pane's program exited with code {code}")),
+            // The wrapper itself died (a hang-up): no status to tell.
+            (None, true) => Some("the pane's program and its wrapper ended".into()),
+            (None, false) => None,
         }
-        Some(match (fields.next(), fields.next()) {
-            (_, Some(sig)) if !sig.is_empty() && sig != "0" => format!("the pane's program was killed by signal {sig}"),
-            (Some(code), _) => format!("the pane's program exited with code {code}"),
-            _ => "the pane's program exited".into(),
-        })
     }
 
     /// Waits until the screen satisfies `pred`; returns how long it took.
@@ -125,7 +148,8 @@ impl Tmux {
                 return start.elapsed();
             }
             if let Some(ended) = self.pane_ended() {
-                self.fail(&format!("waiting for {what}, {ended}"), &screen);
+                // What the program printed last, now that it has ended.
+                self.fail(&format!("waiting for {what}, {ended}"), &self.screen());
             }
             if *self.launched.borrow()
                 && let Some(code) = exit_marker(&screen)
