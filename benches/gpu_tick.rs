@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use llmdeck::gpu::nvml::{self, NvmlSource};
-use llmdeck::gpu::{BackendStatus, CallTracker, EnergyIntegrator, GpuEvent, GpuSource, GpuState, map_models};
-use llmdeck::supervisor::ModelProcesses;
+use llmdeck::gpu::{CallTracker, EnergyIntegrator, GpuSource, map_models};
+use llmdeck::protocol::{BackendStatus, GpuEvent, GpuState};
 use llmdeck::tui::gpus_pane;
 use llmdeck::tui::theme::Theme;
+use llmdeck::util::procfs::ModelProcesses;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 

@@ -9,10 +9,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use llmdeck::engine::Event;
 use llmdeck::logs::file::RotatingFile;
 use llmdeck::logs::ring::Ring;
 use llmdeck::logs::{LogLine, LogSource, Stream};
+use llmdeck::protocol::Event;
 use llmdeck::supervisor::capture::{CaptureTarget, spawn_capture};
 use llmdeck::supervisor::oom::OomWatch;
 

@@ -1,13 +1,13 @@
 //! llmdeck: a terminal control panel for LLM servers on GPU machines.
 //!
-//! The engine (supervisor, GPU sampler, probe) emits [`engine::Event`]s that a pure reducer folds
-//! into [`engine::State`]; the TUI, the headless daemon and `--json` output are views of that one
-//! model. See `DESIGN.md` in the shared folder for the shape.
+//! The engine (supervisor, GPU sampler, test runs) emits [`protocol::Event`]s that a pure reducer
+//! folds into [`protocol::State`]; the TUI, the headless daemon and `--json` output are views of
+//! that one model. `docs/ARCHITECTURE.md` has the module map and the arrows allowed between
+//! modules (enforced by `tests/architecture.rs`).
 
 #[macro_use]
 mod macros;
 
-pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod engine;
@@ -16,6 +16,7 @@ pub mod fakes;
 pub mod gpu;
 pub mod logs;
 pub mod probe;
+pub mod protocol;
 pub mod supervisor;
 pub mod tui;
 pub mod util;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use llmdeck::cli::Cli;
+use llmdeck::cmd::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

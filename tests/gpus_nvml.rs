@@ -6,7 +6,8 @@ use std::ffi::{CString, c_char, c_long};
 use std::path::PathBuf;
 
 use llmdeck::gpu::nvml::{self, NvmlSource};
-use llmdeck::gpu::{CallTracker, EnergySource, GpuSource, XidEvent};
+use llmdeck::gpu::{CallTracker, GpuSource, XidEvent};
+use llmdeck::protocol::EnergySource;
 
 const GIB: u64 = 1 << 30;
 

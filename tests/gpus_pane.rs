@@ -2,7 +2,7 @@
 //! readings, a lost GPU, stale readings, no backend. States are built through the reducer.
 
 use chrono::{TimeZone, Utc};
-use llmdeck::gpu::{BackendStatus, GpuEvent, GpuProcess, GpuSample, GpuState};
+use llmdeck::protocol::{BackendStatus, GpuEvent, GpuProcess, GpuSample, GpuState};
 use llmdeck::tui::gpus_pane::{render, render_detail};
 use llmdeck::tui::theme::Theme;
 use ratatui::Terminal;
@@ -28,7 +28,7 @@ fn h100(index: u32, util: u32, used_gib: f64) -> GpuSample {
         power_draw_w: Some(90.0 + f64::from(util) * 2.7),
         power_limit_w: Some(700.0),
         energy_j: Some(1_000_000.0),
-        energy_source: Some(llmdeck::gpu::EnergySource::Counter),
+        energy_source: Some(llmdeck::protocol::EnergySource::Counter),
         sm_clock_mhz: Some(1980),
         memory_clock_mhz: Some(2619),
         fan_pct: None,

@@ -1,13 +1,13 @@
-//! The engine's GPU sampler (`spawn_sampler`): its thread, its watchdog, and the events it
+//! The engine's GPU sampler (`gpu::start`): its thread, its watchdog, and the events it
 //! sends, against the fake libnvidia-ml (tests/fake_nvml) and the simulated backend.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use llmdeck::config::{Config, GpuBackend};
-use llmdeck::engine::{EngineOptions, Event, ModelStatus, Severity, State};
-use llmdeck::gpu::{BackendStatus, GpuEvent, GpuSample, spawn_sampler};
-use llmdeck::supervisor::ModelProcesses;
+use llmdeck::gpu::SamplerConfig;
+use llmdeck::protocol::{BackendStatus, Event, GpuEvent, GpuSample, ModelStatus, Severity, State};
+use llmdeck::util::procfs::ModelProcesses;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -26,21 +26,14 @@ fn fake_library(scenario: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, lib)
 }
 
-fn options(backend: GpuBackend, library: Option<PathBuf>, sample_ms: u64) -> EngineOptions {
+fn options(backend: GpuBackend, library: Option<PathBuf>, sample_ms: u64) -> Config {
     let mut config = Config::default();
     config.gpu.backend = backend;
     config.gpu.nvml_library = library;
     config.gpu.sample_ms = sample_ms;
     config.gpu.history_s = 60;
     config.gpu.simulated_count = 3;
-    EngineOptions {
-        config,
-        config_path: None,
-        log_dir: PathBuf::from("/nonexistent"),
-        state_dir: PathBuf::from("/nonexistent"),
-        data_dir: PathBuf::from("/nonexistent"),
-        gpu_backend: None,
-    }
+    config
 }
 
 struct Running {
@@ -50,11 +43,16 @@ struct Running {
     seen: Vec<Event>,
 }
 
-fn start(opts: &EngineOptions, processes: ModelProcesses) -> Running {
+fn start(config: &Config, processes: ModelProcesses) -> Running {
+    start_with(config, None, processes)
+}
+
+/// With the backend overridden (as the demo forces the simulated one).
+fn start_with(config: &Config, backend: Option<GpuBackend>, processes: ModelProcesses) -> Running {
     let (sink, events) = mpsc::channel(64);
     let cancel = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    spawn_sampler(opts, sink, processes, cancel.clone(), &mut tasks);
+    llmdeck::gpu::start(SamplerConfig::from_config(&config.gpu, backend), sink, processes, cancel.clone(), &mut tasks);
     Running { events, cancel, tasks, seen: Vec::new() }
 }
 
@@ -212,9 +210,8 @@ async fn a_lost_gpu_and_its_xid_become_events_and_alerts() {
 async fn the_simulated_backend_follows_the_running_models() {
     let processes = ModelProcesses::default();
     processes.set("demo-a", 4_000_000_000);
-    let mut opts = options(GpuBackend::None, None, 100);
-    opts.gpu_backend = Some(GpuBackend::Simulated);
-    let mut run = start(&opts, processes);
+    let opts = options(GpuBackend::None, None, 100);
+    let mut run = start_with(&opts, Some(GpuBackend::Simulated), processes);
     let gpus = run.next_sample().await;
     assert_eq!(gpus.len(), 3);
     assert!(
@@ -231,9 +228,6 @@ async fn the_simulated_backend_follows_the_running_models() {
 async fn backend_none_says_monitoring_is_off() {
     let mut run = start(&options(GpuBackend::None, None, 100), ModelProcesses::default());
     let event = run.wait_for("the backend", |e| matches!(e, Event::Gpu(GpuEvent::Backend { .. }))).await;
-    assert!(
-        matches!(&event, Event::Gpu(GpuEvent::Backend { status: BackendStatus::None { reason }, .. }) if reason.contains("gpu.backend: none")),
-        "{event:?}"
-    );
+    assert!(matches!(&event, Event::Gpu(GpuEvent::Backend { status: BackendStatus::Off, .. })), "{event:?}");
     run.stop().await;
 }

@@ -40,9 +40,9 @@ pub enum Command {
     /// Run the engine without a TUI; one JSON object per event on stdout
     Daemon(DaemonArgs),
     /// One-shot GPU table through NVML
-    Gpus(crate::gpu::cli::GpusArgs),
+    Gpus(super::gpus::GpusArgs),
     /// Smoke-test and benchmark an OpenAI-compatible endpoint
-    Probe(crate::probe::cli::ProbeArgs),
+    Probe(super::probe::ProbeArgs),
     /// Check, locate or create the configuration file
     #[command(subcommand)]
     Config(ConfigCommand),

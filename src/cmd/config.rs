@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use color_eyre::eyre::{Result, WrapErr};
 
-use crate::cli::{ConfigCommand, GlobalArgs};
+use super::cli::{ConfigCommand, GlobalArgs};
 use crate::config;
 use crate::exit::{OK, USAGE, code};
 

@@ -3,20 +3,22 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use color_eyre::eyre::{Result, WrapErr};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::cli::{DemoArgs, GlobalArgs};
+use super::cli::{DemoArgs, GlobalArgs};
 use crate::config::{self, Config, GpuBackend};
-use crate::engine::{Engine, EngineEventKind, EngineOptions, Event};
+use crate::engine::{Engine, EngineHandle, EngineOptions};
 use crate::exit;
+use crate::protocol::{EngineEventKind, Event, Link, Sequenced, SharedLink, State};
 use crate::supervisor::instance::AlreadyRunning;
-use crate::tui::{self, Exit, TuiOptions, app::Origin};
+use crate::tui::{self, Exit, TuiOptions};
 use crate::util::ports::{PortReservation, reserve_loopback_ports};
+use crate::util::signals::Signals;
 
 /// The demo's configuration, with `${...}` filled in by [`demo`].
 pub const DEMO_CONFIG: &str = include_str!("../../assets/demo.yaml");
@@ -112,13 +114,14 @@ pub async fn tui(global: &GlobalArgs) -> Result<ExitCode> {
 async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result<ExitCode> {
     crate::tui::terminal::install_panic_hook()?;
     let _log_guard = init_tracing(&opts.state_dir)?;
+    // Before any model starts: a signal from now on stops everything in order.
+    let mut signals = Signals::install().wrap_err("listening for signals")?;
     let ui = opts.config.ui.clone();
     let tui_opts = TuiOptions {
         mouse: ui.mouse,
         color: tui::colors_enabled(global.no_color, ui.theme == config::Theme::Monochrome),
         refresh: std::time::Duration::from_millis(ui.refresh_ms.max(100)),
         ring_lines: opts.config.logs.ring_lines,
-        origin: Origin { mode: mode.to_owned() },
         log_dir: opts.log_dir.clone(),
         app_log: opts.state_dir.join(APP_LOG_FILE),
     };
@@ -126,17 +129,71 @@ async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result
         Ok(engine) => engine,
         Err(report) => return engine_start_failed(report),
     };
-    let outcome = tui::run(engine.handle(), tui_opts).await;
+    let handle = engine.handle().described_as(mode);
+    let link: SharedLink = Arc::new(handle.clone());
+    let outcome = tui::run(link, tui_opts, &mut signals).await;
     // The terminal is restored by now: progress can go to stderr.
-    let active = engine.handle().snapshot().state.models.iter().filter(|m| m.state.is_active()).count();
+    let reason = match &outcome {
+        Ok(Exit::Quit) => "the operator quit".to_owned(),
+        Ok(Exit::Signal(name)) => format!("{name} received"),
+        Err(_) => "the TUI failed".to_owned(),
+    };
+    let cleaning = handle.with_state(cleanups_in_progress);
+    if !cleaning.is_empty() {
+        say!("llmdeck: waiting for the cleanup of {}…", cleaning.join(", "));
+    }
+    let active = handle.with_state(|s| s.models.iter().filter(|m| m.state.is_active()).count());
     if active > 0 {
         say!("llmdeck: stopping {active} model{}…", if active == 1 { "" } else { "s" });
     }
-    engine.shutdown("the operator quit").await;
+    shut_down(engine, &handle, &reason, &mut signals).await;
     match outcome? {
-        Exit::Quit | Exit::EngineGone => Ok(exit::code(exit::OK)),
+        Exit::Quit => Ok(exit::code(exit::OK)),
         Exit::Signal("SIGINT") => Ok(exit::code(exit::CANCELLED)),
         Exit::Signal(_) => Ok(exit::code(exit::OK)),
+    }
+}
+
+/// The runs still cleaning up (`test (step)`).
+fn cleanups_in_progress(state: &State) -> Vec<String> {
+    state
+        .running_runs()
+        .map(|run| match run.current_step() {
+            Some((_, step)) => format!("{} ({})", run.test, step.name),
+            None => run.test.clone(),
+        })
+        .collect()
+}
+
+/// Stops the engine (cleanups first, then the models) while listening to signals: a second
+/// SIGINT/SIGTERM says what it still waits for, the next one stops waiting for cleanups.
+async fn shut_down(engine: Engine, handle: &EngineHandle, reason: &str, signals: &mut Signals) {
+    let shutdown = engine.shutdown(reason);
+    tokio::pin!(shutdown);
+    let mut warned = false;
+    loop {
+        let name = tokio::select! {
+            () = &mut shutdown => return,
+            _ = signals.int.recv() => "SIGINT",
+            _ = signals.term.recv() => "SIGTERM",
+            _ = signals.hup.recv() => continue,
+        };
+        let cleaning = handle.with_state(cleanups_in_progress);
+        if cleaning.is_empty() {
+            say!("llmdeck: {name}: still stopping the models (each within its stop_timeout_s)");
+        } else if !warned {
+            warned = true;
+            say!(
+                "llmdeck: {name}: still cleaning up {}; send it again to stop waiting (what it cleans up may keep running)",
+                cleaning.join(", ")
+            );
+        } else {
+            say!(
+                "llmdeck: {name}: stopped waiting for the cleanup of {}; it is recorded for the next start",
+                cleaning.join(", ")
+            );
+            handle.abandon_cleanups();
+        }
     }
 }
 
@@ -201,10 +258,7 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
     };
     let opts = engine_options_for(config, path)?;
     let _log_guard = init_tracing(&opts.state_dir)?;
-    let mut sigint = signal(SignalKind::interrupt()).wrap_err("listening for SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).wrap_err("listening for SIGTERM")?;
-    // A daemon outlives the SSH session that started it: a hang-up is noted, not obeyed.
-    let mut sighup = signal(SignalKind::hangup()).wrap_err("listening for SIGHUP")?;
+    let mut signals = Signals::install().wrap_err("listening for signals")?;
     let (models, log_dir) = (opts.config.models.len(), opts.log_dir.clone());
     let (engine, sub) = match Engine::start_subscribed(opts).await {
         Ok(started) => started,
@@ -218,13 +272,20 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
         .wrap_err("starting the event printer")?;
     let reason = loop {
         tokio::select! {
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sighup.recv() => tracing::info!("SIGHUP ignored: the daemon keeps supervising (stop it with SIGTERM)"),
+            _ = signals.int.recv() => break "SIGINT",
+            _ = signals.term.recv() => break "SIGTERM",
+            // A daemon outlives the SSH session that started it: a hang-up is noted, not obeyed.
+            _ = signals.hup.recv() => tracing::info!("SIGHUP ignored: the daemon keeps supervising (stop it with SIGTERM)"),
         }
     };
-    say!("llmdeck daemon: {reason}: stopping every model");
-    engine.shutdown(reason).await;
+    let handle = engine.handle();
+    let cleaning = handle.with_state(cleanups_in_progress);
+    if cleaning.is_empty() {
+        say!("llmdeck daemon: {reason}: stopping every model");
+    } else {
+        say!("llmdeck daemon: {reason}: cleaning up {}, then stopping every model", cleaning.join(", "));
+    }
+    shut_down(engine, &handle, &format!("{reason} received"), &mut signals).await;
     // A reader that stopped reading (a suspended pager) must not keep the daemon alive once
     // the models are stopped.
     let printed = tokio::task::spawn_blocking(move || printer.join());
@@ -235,7 +296,7 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
 }
 
 /// Prints events as JSON lines until the engine says it stopped.
-fn print_events(mut events: broadcast::Receiver<std::sync::Arc<Event>>) {
+fn print_events(mut events: broadcast::Receiver<Arc<Sequenced>>) {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     loop {
         let event = match events.blocking_recv() {
@@ -246,13 +307,19 @@ fn print_events(mut events: broadcast::Receiver<std::sync::Arc<Event>>) {
             }
             Err(broadcast::error::RecvError::Closed) => break,
         };
-        if serde_json::to_writer(&mut out, event.as_ref()).is_err() || writeln!(out).is_err() {
+        // Whole lines only: an event that cannot be encoded becomes a line saying so, never
+        // half a JSON document.
+        let line = serde_json::to_vec(event.as_ref()).unwrap_or_else(|e| {
+            let error = serde_json::json!({ "type": "unprintable", "seq": event.seq, "error": e.to_string() });
+            error.to_string().into_bytes()
+        });
+        if out.write_all(&line).and_then(|()| writeln!(out)).is_err() {
             break; // stdout is gone (closed pipe): nobody is listening
         }
         if events.is_empty() && out.flush().is_err() {
             break;
         }
-        if let Event::Engine(e) = event.as_ref()
+        if let Event::Engine(e) = &event.event
             && e.kind == EngineEventKind::Stopped
         {
             break;

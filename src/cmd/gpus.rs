@@ -1,26 +1,22 @@
 //! `llmdeck gpus`: a compact one-shot GPU table through NVML, `--json` for scripts, `--watch`
-//! to repeat. Driver calls run on their own thread; a driver that does not answer makes the
-//! command fail with the call it is stuck in, never hang.
+//! to repeat. The readings come from the same sampler the engine runs (driver calls on their
+//! own thread); a driver that does not answer makes the command fail with the call it is stuck
+//! in, never hang.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use color_eyre::eyre::{Result, WrapErr};
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::nvml::{self, NvmlSource};
-use super::source::{Call, CallTracker, EnergyIntegrator, GpuSource};
-use super::types::GpuSample;
-use crate::config::{self, GpuConfig};
+use crate::config::{self, GpuBackend, GpuConfig};
 use crate::exit;
-
-/// Environment variable llmdeck sets on every model process it starts (the model id).
-pub const MODEL_ID_ENV: &str = "LLMDECK_MODEL_ID";
+use crate::gpu::SamplerConfig;
+use crate::protocol::{BackendStatus, Event, GpuEvent, GpuSample};
+use crate::util::procfs::{ModelProcesses, model_from_environment};
 
 #[derive(Debug, Clone, Args)]
 pub struct GpusArgs {
@@ -104,43 +100,37 @@ impl GpuReport {
     }
 }
 
-/// What the driver thread tells the command.
-enum Message {
-    Unavailable(String),
-    Sample { driver_version: Option<String>, gpus: Vec<GpuSample> },
-}
-
-pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std::process::ExitCode> {
+pub async fn run(args: GpusArgs, global: &super::cli::GlobalArgs) -> Result<std::process::ExitCode> {
     let gpu = match gpu_config(global).await {
         Ok(gpu) => gpu,
         Err(code) => return Ok(code),
     };
-    let library = nvml::library_path(gpu.nvml_library.as_deref());
-    let tracker = Arc::new(CallTracker::default());
-    let (tx, mut rx) = mpsc::channel::<Message>(2);
-    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-    let watch = args.watch.map(|w| w.max(super::MIN_INTERVAL));
-    let thread_tracker = tracker.clone();
-    std::thread::Builder::new()
-        .name("llmdeck-gpu".into())
-        .spawn(move || driver_thread(library.as_deref(), watch, &tx, &stop_rx, &thread_tracker))
-        .wrap_err("starting the GPU thread")?;
+    let watch = args.watch.map(|w| w.max(crate::gpu::MIN_INTERVAL));
+    let mut sampler = SamplerConfig::from_config(&gpu, Some(GpuBackend::Nvml));
+    // One-shot: only the first sample is read.
+    sampler.interval = watch.unwrap_or(Duration::from_secs(1));
+    // Without a counter, energy is integrated power: meaningless in a single reading.
+    sampler.integrate_energy = watch.is_some();
+    let (tx, mut rx) = mpsc::channel(16);
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    let mut tasks = tokio::task::JoinSet::new();
+    let tracker = crate::gpu::start(sampler, tx, ModelProcesses::default(), cancel, &mut tasks);
 
     // One listener for the whole run: a SIGINT that lands between two waits is not lost.
     let mut sigint =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).wrap_err("listening for SIGINT")?;
+    let mut driver_version = None;
     let mut first = true;
     let mut out = std::io::stdout();
+    let mut limit = args.timeout;
+    let mut deadline = tokio::time::Instant::now() + limit;
     loop {
-        let limit = if first { args.timeout } else { watch.unwrap_or_default() + args.timeout };
-        let message = tokio::select! {
-            m = tokio::time::timeout(limit, rx.recv()) => m,
-            _ = sigint.recv() => {
-                drop(stop_tx);
-                return Ok(exit::code(exit::CANCELLED));
-            }
+        let event = tokio::select! {
+            e = tokio::time::timeout_at(deadline, rx.recv()) => e,
+            _ = sigint.recv() => return Ok(exit::code(exit::CANCELLED)),
         };
-        match message {
+        let gpus = match event {
             Err(_) => {
                 let call = tracker.in_flight().map_or_else(|| "NVML".to_owned(), |f| f.call);
                 say!(
@@ -150,42 +140,58 @@ pub async fn run(args: GpusArgs, global: &crate::cli::GlobalArgs) -> Result<std:
                 return Ok(exit::code(exit::FAILED));
             }
             Ok(None) => return Ok(exit::code(exit::OK)),
-            Ok(Some(Message::Unavailable(reason))) => {
-                // One line, with the way out: where llmdeck looks for the driver's library.
-                say!(
-                    "llmdeck gpus: {reason}; set gpu.nvml_library or LLMDECK_NVML_LIB to the driver's libnvidia-ml.so.1"
-                );
-                return Ok(exit::code(exit::MISSING));
-            }
-            Ok(Some(Message::Sample { driver_version, gpus })) => {
-                let report = GpusReport { driver_version, gpus: gpus.iter().map(GpuReport::from_sample).collect() };
-                let text = if args.json {
-                    let mut s = serde_json::to_string(&report).wrap_err("writing JSON")?;
-                    s.push('\n');
-                    s
-                } else {
-                    let mut s = String::new();
-                    if watch.is_some() && out.is_terminal() {
-                        s.push_str("\x1b[H\x1b[2J");
-                    } else if !first {
-                        s.push('\n');
+            Ok(Some(Event::Gpu(GpuEvent::Backend { status, .. }))) => {
+                match status {
+                    BackendStatus::Nvml { driver_version: v } => driver_version = v,
+                    BackendStatus::None { reason } => {
+                        // One line, with the way out: where llmdeck looks for the driver's library.
+                        say!(
+                            "llmdeck gpus: {reason}; set gpu.nvml_library or LLMDECK_NVML_LIB to the driver's libnvidia-ml.so.1"
+                        );
+                        return Ok(exit::code(exit::MISSING));
                     }
-                    s.push_str(&table(&report, &gpus));
-                    s
-                };
-                out.write_all(text.as_bytes()).and_then(|()| out.flush()).wrap_err("writing to stdout")?;
-                if watch.is_none() {
-                    return Ok(exit::code(exit::OK));
+                    BackendStatus::Starting | BackendStatus::Simulated | BackendStatus::Off => {}
                 }
-                first = false;
+                continue;
             }
-        }
+            Ok(Some(Event::Gpu(GpuEvent::Sampled { mut gpus, .. }))) => {
+                for p in gpus.iter_mut().flat_map(|g| g.processes.iter_mut()) {
+                    p.model = model_from_environment(p.pid);
+                }
+                gpus
+            }
+            // Staleness, Xid events and alerts: the deadline names a stuck call.
+            Ok(Some(_)) => continue,
+        };
+        let report = GpusReport {
+            driver_version: driver_version.clone(),
+            gpus: gpus.iter().map(GpuReport::from_sample).collect(),
+        };
+        let text = if args.json {
+            let mut s = serde_json::to_string(&report).wrap_err("writing JSON")?;
+            s.push('\n');
+            s
+        } else {
+            let mut s = String::new();
+            if watch.is_some() && out.is_terminal() {
+                s.push_str("\x1b[H\x1b[2J");
+            } else if !first {
+                s.push('\n');
+            }
+            s.push_str(&table(&report, &gpus));
+            s
+        };
+        out.write_all(text.as_bytes()).and_then(|()| out.flush()).wrap_err("writing to stdout")?;
+        let Some(every) = watch else { return Ok(exit::code(exit::OK)) };
+        first = false;
+        limit = every + args.timeout;
+        deadline = tokio::time::Instant::now() + limit;
     }
 }
 
 /// The `gpu` settings: from `--config`/`LLMDECK_CONFIG` (which must exist), else from the XDG
 /// config file if there is one, else the defaults. A broken file is a usage error (exit 2).
-async fn gpu_config(global: &crate::cli::GlobalArgs) -> std::result::Result<GpuConfig, std::process::ExitCode> {
+async fn gpu_config(global: &super::cli::GlobalArgs) -> std::result::Result<GpuConfig, std::process::ExitCode> {
     let explicit = global.config.is_some();
     let Some(path) = config::config_path(global.config.as_deref()) else {
         return Ok(GpuConfig::default());
@@ -212,91 +218,6 @@ async fn gpu_config(global: &crate::cli::GlobalArgs) -> std::result::Result<GpuC
             Err(exit::code(exit::FAILED))
         }
     }
-}
-
-fn driver_thread(
-    library: Option<&Path>,
-    watch: Option<Duration>,
-    tx: &mpsc::Sender<Message>,
-    stop: &Receiver<()>,
-    tracker: &CallTracker,
-) {
-    let nvml = match tracker.track(Call::Init, None, || nvml::load(library)) {
-        Ok(n) => n,
-        Err(reason) => {
-            let _ = tx.blocking_send(Message::Unavailable(reason));
-            return;
-        }
-    };
-    let mut source = match NvmlSource::new(&nvml, tracker) {
-        Ok(s) => s,
-        Err(reason) => {
-            let _ = tx.blocking_send(Message::Unavailable(reason));
-            return;
-        }
-    };
-    let driver_version = source.driver_version().map(str::to_owned);
-    let mut energy = EnergyIntegrator::default();
-    let mut next = Instant::now();
-    loop {
-        let mut gpus = source.sample(tracker);
-        if watch.is_some() {
-            // Without a counter, energy is integrated power: meaningless in a single reading.
-            energy.apply(&mut gpus, Instant::now());
-        }
-        for p in gpus.iter_mut().flat_map(|g| g.processes.iter_mut()) {
-            p.model = model_from_environment(p.pid);
-        }
-        let message = Message::Sample { driver_version: driver_version.clone(), gpus };
-        if tx.blocking_send(message).is_err() {
-            return;
-        }
-        let Some(every) = watch else { return };
-        let now = Instant::now();
-        next += every;
-        if next <= now {
-            next = now + every;
-        }
-        match stop.recv_timeout(next - now) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
-/// The llmdeck model a process belongs to, from `LLMDECK_MODEL_ID` in its environment or its
-/// ancestors' (llmdeck sets it on every model server it starts; workers inherit it). Works for
-/// models run by any llmdeck instance of this user; other users' processes are not readable.
-pub fn model_from_environment(pid: u32) -> Option<String> {
-    let mut current = pid;
-    for _ in 0..64 {
-        if let Some(model) = environment_value(current, MODEL_ID_ENV) {
-            return Some(model);
-        }
-        let parent = parent_pid(current)?;
-        if parent <= 1 {
-            return None;
-        }
-        current = parent;
-    }
-    None
-}
-
-fn environment_value(pid: u32, key: &str) -> Option<String> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let prefix = format!("{key}=");
-    environ
-        .split(|b| *b == 0)
-        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
-        .and_then(|v| String::from_utf8(v.to_vec()).ok())
-        .filter(|v| !v.is_empty())
-}
-
-fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: count fields after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The human table: one line per GPU, then its processes.
@@ -335,9 +256,7 @@ fn na<T: std::fmt::Display>(v: Option<T>, unit: &str) -> String {
     v.map_or_else(|| "N/A".into(), |v| format!("{v}{unit}"))
 }
 
-fn gib(b: u64) -> String {
-    format!("{:.1}", b as f64 / (1u64 << 30) as f64)
-}
+use crate::util::fmt_gib as gib;
 
 fn gpu_row(s: &GpuSample) -> Vec<String> {
     let name = s.name.strip_prefix("NVIDIA ").unwrap_or(&s.name).to_owned();
@@ -409,32 +328,6 @@ fn process_lines(s: &GpuSample) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_process_is_named_by_its_environment() {
-        use std::io::BufRead;
-        // The shell stays (no exec: /proc/<pid>/environ is unreadable while a process execs)
-        // and waits on its stdin until killed.
-        let child = std::process::Command::new("sh")
-            .args(["-c", "echo ready; read _"])
-            .env(MODEL_ID_ENV, "qwen-7b")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn();
-        let Ok(mut child) = child else {
-            panic!("cannot start sh");
-        };
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        let named = model_from_environment(child.id());
-        let _ = child.kill();
-        let _ = child.wait();
-        assert_eq!(line.trim(), "ready");
-        assert_eq!(named.as_deref(), Some("qwen-7b"));
-        assert_eq!(model_from_environment(u32::MAX - 3), None);
-    }
 
     #[test]
     fn lost_gpus_and_na_readings_read_as_words() {

@@ -4,10 +4,13 @@ use std::process::ExitCode;
 
 use color_eyre::eyre::{Result, WrapErr};
 
-use crate::cli::{Cli, Command};
+use cli::{Cli, Command};
 
+pub mod cli;
 pub mod config;
 pub mod engine_cmd;
+pub mod gpus;
+pub mod probe;
 
 /// Runs the parsed command line; the returned code is the process's exit code.
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -23,8 +26,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Some(Command::Demo(args)) => engine_cmd::demo(&args, &global).await,
             Some(Command::Daemon(_)) => engine_cmd::daemon(&global).await,
             Some(Command::Config(cmd)) => config::run(cmd, &global).await,
-            Some(Command::Gpus(args)) => crate::gpu::cli::run(args, &global).await,
-            Some(Command::Probe(args)) => crate::probe::cli::run(args).await,
+            Some(Command::Gpus(args)) => gpus::run(args, &global).await,
+            Some(Command::Probe(args)) => probe::run(args).await,
             Some(Command::MockLlm(args)) => crate::fakes::mock_llm::run(args).await,
             Some(Command::Completions { shell }) => {
                 use clap::CommandFactory;

@@ -12,9 +12,9 @@ use clap::Args;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::stats::{Percentiles, ProbeProgress, ProbeReport};
-use super::{ApiKey, Endpoint, Outcome, ProbeError, ProbeOptions, Stop, Timeouts, prompts};
 use crate::exit;
+use crate::probe::{ApiKey, Endpoint, Outcome, ProbeError, ProbeOptions, Stop, Timeouts, prompts};
+use crate::protocol::{Percentiles, ProbeProgress, ProbeReport};
 
 /// Prompt files larger than this are refused.
 const MAX_PROMPT_FILE_BYTES: u64 = 64 << 20;
@@ -136,7 +136,7 @@ pub async fn run(args: ProbeArgs) -> color_eyre::Result<ExitCode> {
     } else {
         (None, None)
     };
-    let result = super::run(opts, cancel, progress_tx).await;
+    let result = crate::probe::run(opts, cancel, progress_tx).await;
     if let Some(painter) = painter {
         let _ = painter.await;
     }
@@ -204,7 +204,7 @@ async fn options(args: &ProbeArgs) -> Result<ProbeOptions, String> {
     if let Some(path) = &args.prompt_file {
         opts.prompts = read_prompt_file(path).await?;
     }
-    super::runner::normalise_base_url(&args.base_url).map_err(|e| e.to_string())?;
+    crate::probe::normalise_base_url(&args.base_url).map_err(|e| e.to_string())?;
     Ok(opts)
 }
 

@@ -19,7 +19,24 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub shopper: ShopperConfig,
     pub tests: Vec<TestConfig>,
+    pub runs: RunsConfig,
     pub daemon: DaemonConfig,
+}
+
+/// How test runs are kept and cleaned up after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunsConfig {
+    /// How long a run's cleanup (destroying a rented GPU, a test's `cleanup_command`) may take,
+    /// on every exit path; shutdown waits for it that long at most.
+    #[serde(with = "secs")]
+    pub cleanup_budget_s: Duration,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        Self { cleanup_budget_s: Duration::from_secs(600) }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +137,13 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// The server's API key: `api_key_env` looked up in the model's own `env:` first, then in
+    /// llmdeck's environment.
+    pub fn api_key(&self) -> Option<String> {
+        let var = self.api_key_env.as_ref()?;
+        self.env.get(var).cloned().or_else(|| std::env::var(var).ok())
+    }
+
     pub fn base_url(&self) -> String {
         match &self.base_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
@@ -244,10 +268,21 @@ pub struct TestConfig {
     pub deploy: Option<DeployConfig>,
     #[serde(default)]
     pub probe: ProbeConfig,
+    /// Local tests: how long the run waits for its model to be ready (starting it if stopped).
+    #[serde(default = "default_wait_ready", with = "secs")]
+    pub wait_ready_s: Duration,
+    /// A shell command run after every run of this test, whatever its outcome, within
+    /// `runs.cleanup_budget_s` (its output goes to the test's log).
+    #[serde(default)]
+    pub cleanup_command: Option<String>,
 }
 
 fn one_hour() -> u32 {
     1
+}
+
+fn default_wait_ready() -> Duration {
+    Duration::from_secs(300)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

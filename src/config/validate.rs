@@ -294,6 +294,13 @@ impl Validator<'_> {
                 TestKind::Deploy => self.deploy_test(&p, t),
                 TestKind::Local => self.local_test(&p, t, c),
             }
+            if t.cleanup_command.as_ref().is_some_and(|c| c.trim().is_empty()) {
+                self.value(
+                    &format!("{p}.cleanup_command"),
+                    "`cleanup_command` is empty".into(),
+                    "a shell command to run after every run, or leave it out",
+                );
+            }
             let probe = &t.probe;
             self.range(&format!("{p}.probe.requests"), probe.requests, 1..=100_000, "");
             self.range(&format!("{p}.probe.concurrency"), probe.concurrency, 1..=1024, "");
@@ -302,6 +309,15 @@ impl Validator<'_> {
     }
 
     fn deploy_test(&mut self, p: &str, t: &TestConfig) {
+        let path = format!("{p}.wait_ready_s");
+        if self.map.has(&path) {
+            self.push(
+                &path,
+                At::Key,
+                "`wait_ready_s` applies only to `kind: local` tests".into(),
+                Some("a deploy test waits `deploy.ready_timeout_s` for its server".into()),
+            );
+        }
         match t.max_price {
             None => self.push(
                 p,
@@ -365,6 +381,7 @@ impl Validator<'_> {
             );
         }
         for key in ["deploy", "max_price", "reservation_hours"] {
+            // (wait_ready_s is the other way round: it applies only to local tests.)
             let path = format!("{p}.{key}");
             if self.map.has(&path) {
                 self.push(

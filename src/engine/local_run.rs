@@ -1,148 +1,163 @@
-//! Local tests: the probe run against a model from `models:`, one test at a time, with live
-//! figures as events and the full report written to the data dir. (Deployment tests, which
-//! rent a GPU first, arrive with the deployment runner.)
+//! A local test run: **wait ready** (a stopped model is started by the run, bounded by the
+//! test's `wait_ready_s`), **probe** (`probe::run` against the model, live figures as events),
+//! **verdict**; and **cleanup** when the test has a `cleanup_command`.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::process::Stdio;
+use std::time::Duration;
 
-use chrono::Utc;
-use futures::FutureExt;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{broadcast, mpsc};
 
-use super::event::{Event, ProbeEvent, TestChange, TestEvent, TestSummary};
-use super::hub::Hub;
-use super::{Ack, CommandError, EventSink, ModelState};
-use crate::config::{Config, TestConfig, TestKind};
-use crate::logs::{Level, LogBatch, LogLine, LogSource};
+use super::runs::{MainOutcome, RunCtx};
+use crate::config::{Config, ModelConfig, TestConfig};
+use crate::logs::Level;
 use crate::probe::{self, ApiKey, Outcome, ProbeOptions, ProbeReport};
+use crate::protocol::{
+    Command, CommandError, Event, ModelChange, ModelState, RunChange, StepStatus, Verdict, VerdictOutcome, local_steps,
+};
+use crate::supervisor::SupervisorHandle;
 
-pub(super) struct LocalTests {
-    config: Config,
-    events: EventSink,
-    hub: Arc<Hub>,
-    results_dir: PathBuf,
-    engine_cancel: CancellationToken,
-    running: Option<(String, CancellationToken)>,
-    /// The running test's task, so shutdown can wait for its verdict.
-    task: Option<tokio::task::JoinHandle<()>>,
-    /// Told when a run ends, so the next one may start.
-    finished_tx: mpsc::Sender<String>,
-    finished_rx: mpsc::Receiver<String>,
+const WAIT_READY: usize = 0;
+const PROBE: usize = 1;
+const VERDICT: usize = 2;
+const CLEANUP: usize = 3;
+
+pub(super) struct LocalRun {
+    model: ModelConfig,
+    opts: ProbeOptions,
+    supervisor: SupervisorHandle,
+    wait_ready: Duration,
+    cleanup_command: Option<String>,
 }
 
-impl LocalTests {
-    pub(super) fn new(
-        config: Config,
-        events: EventSink,
-        hub: Arc<Hub>,
-        results_dir: PathBuf,
-        engine_cancel: CancellationToken,
-    ) -> Self {
-        let (finished_tx, finished_rx) = mpsc::channel(4);
-        Self { config, events, hub, results_dir, engine_cancel, running: None, task: None, finished_tx, finished_rx }
-    }
-
-    /// Forgets runs that have ended.
-    fn reap(&mut self) {
-        while let Ok(name) = self.finished_rx.try_recv() {
-            if self.running.as_ref().is_some_and(|(n, _)| *n == name) {
-                self.running = None;
-            }
-        }
-    }
-
-    pub(super) fn run(&mut self, name: &str) -> Result<Ack, CommandError> {
-        self.reap();
-        let test = self
-            .config
-            .tests
-            .iter()
-            .find(|t| t.name == name)
-            .cloned()
-            .ok_or_else(|| CommandError::new(format!("no test `{name}` in the configuration")))?;
-        if let Some((other, _)) = &self.running {
-            return Err(CommandError::new(format!("{other} is running; one test runs at a time")));
-        }
-        if test.kind == TestKind::Deploy {
-            return Err(CommandError::new(format!(
-                "{name} is a deployment test: renting GPUs through the shopper is not built into this version yet"
-            )));
-        }
-        let model = self.config.models.iter().find(|m| m.id == test.model).ok_or_else(|| {
-            CommandError::new(format!("{name} names model `{}`, which is not configured", test.model))
+impl LocalRun {
+    pub(super) fn new(test: &TestConfig, config: &Config, supervisor: SupervisorHandle) -> Result<Self, CommandError> {
+        let model = config.models.iter().find(|m| m.id == test.model).cloned().ok_or_else(|| {
+            CommandError::new(format!("{} names model `{}`, which is not configured", test.name, test.model))
         })?;
-        let state = self.hub.model_state(&model.id).unwrap_or_default();
-        if state != ModelState::Ready {
-            return Err(CommandError::new(format!("{} is {}, not ready: start it first", model.id, state.name())));
-        }
         let mut opts = ProbeOptions::from_config(model.base_url(), None, &test.probe);
-        let key_var = model.api_key_env.as_ref();
-        opts.api_key =
-            key_var.and_then(|var| model.env.get(var).cloned().or_else(|| std::env::var(var).ok())).map(ApiKey::new);
-        let cancel = self.engine_cancel.child_token();
-        self.running = Some((name.to_owned(), cancel.clone()));
-        let run = TestRun {
-            test,
-            events: self.events.clone(),
-            results_dir: self.results_dir.clone(),
-            finished: self.finished_tx.clone(),
+        opts.api_key = model.api_key().map(ApiKey::new);
+        Ok(Self {
+            model,
+            opts,
+            supervisor,
+            wait_ready: test.wait_ready_s,
+            cleanup_command: test.cleanup_command.clone(),
+        })
+    }
+
+    pub(super) fn target(&self) -> String {
+        self.opts.base_url.clone()
+    }
+
+    pub(super) fn steps(&self) -> Vec<String> {
+        let mut steps: Vec<String> =
+            [local_steps::WAIT_READY, local_steps::PROBE, local_steps::VERDICT].map(String::from).into();
+        if self.cleanup_command.is_some() {
+            steps.push(local_steps::CLEANUP.into());
+        }
+        steps
+    }
+
+    pub(super) async fn main(&mut self, ctx: &mut RunCtx) -> MainOutcome {
+        if let Err(verdict) = self.wait_until_ready(ctx).await {
+            return MainOutcome { verdict, probe: None };
+        }
+        let report = match self.probe(ctx).await {
+            Ok(report) => report,
+            Err(verdict) => return MainOutcome { verdict, probe: None },
         };
-        self.task = Some(tokio::spawn(guarded(run, opts, cancel)));
-        Ok(Ack { message: format!("running {name}") })
+        let verdict = judge(&report, ctx.cancel.is_cancelled());
+        let (status, detail) = match verdict.outcome {
+            VerdictOutcome::Pass => (StepStatus::Done, "pass".to_owned()),
+            VerdictOutcome::Fail => (StepStatus::Failed, format!("fail: {}", verdict.reasons.join("; "))),
+            VerdictOutcome::Cancelled => (StepStatus::Skipped, "cancelled".to_owned()),
+        };
+        ctx.step_running(VERDICT, "judging").await;
+        ctx.step_over(VERDICT, status, detail).await;
+        MainOutcome { verdict, probe: Some(report) }
     }
 
-    /// Waits (briefly) for a cancelled run to report its verdict, then ends it regardless.
-    pub(super) async fn finish(&mut self) {
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(std::time::Duration::from_secs(5), &mut task).await.is_err()
-        {
-            tracing::warn!("a test run did not end within 5 s of being cancelled; aborting it");
-            task.abort();
+    /// Ready already, or started by the run and ready within `wait_ready_s`.
+    async fn wait_until_ready(&mut self, ctx: &mut RunCtx) -> Result<(), Verdict> {
+        let id = self.model.id.clone();
+        // Subscribed before looking, so no state change slips between the look and the wait.
+        let mut sub = ctx.hub().subscribe();
+        let mut state = sub.snapshot.state.model(&id).map(|m| m.state).unwrap_or_default();
+        if state == ModelState::Ready {
+            ctx.step_running(WAIT_READY, format!("{id} is ready")).await;
+            ctx.step_over(WAIT_READY, StepStatus::Done, format!("{id} is ready")).await;
+            return Ok(());
         }
-    }
-
-    pub(super) fn cancel(&mut self, name: &str) -> Result<Ack, CommandError> {
-        self.reap();
-        match &self.running {
-            Some((running, token)) if running == name => {
-                token.cancel();
-                Ok(Ack { message: format!("cancelling {name}") })
+        if matches!(state, ModelState::Stopped | ModelState::Failed) {
+            ctx.step_running(WAIT_READY, format!("starting {id} (it was {})", state.name())).await;
+            ctx.log(Level::Info, format!("{id} is {}: the run starts it", state.name())).await;
+            let started = match self.supervisor.enqueue(Command::StartModel { model: id.clone() }) {
+                Ok(answer) => crate::protocol::answered(answer).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
+                return Err(self.wait_failed(ctx, format!("could not start {id}: {e}")).await);
             }
-            _ => Err(CommandError::new(format!("{name} is not running"))),
+        } else {
+            ctx.step_running(WAIT_READY, format!("waiting for {id} ({})", state.name())).await;
         }
+        let deadline = tokio::time::Instant::now() + self.wait_ready;
+        loop {
+            let event = tokio::select! {
+                () = ctx.cancel.cancelled() => {
+                    ctx.step_over(WAIT_READY, StepStatus::Failed, "cancelled").await;
+                    return Err(Verdict::cancelled("cancelled while waiting for the model"));
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let waited = crate::util::fmt_duration_ms(u64::try_from(self.wait_ready.as_millis()).unwrap_or(u64::MAX));
+                    let why = format!("{id} was not ready within wait_ready_s ({waited}); it is {}", state.name());
+                    return Err(self.wait_failed(ctx, why).await);
+                }
+                event = sub.events.recv() => event,
+            };
+            let change = match event {
+                Ok(event) => match &event.event {
+                    Event::Model(m) if m.model == id => m.change.clone(),
+                    _ => continue,
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    sub = ctx.hub().subscribe();
+                    state = sub.snapshot.state.model(&id).map(|m| m.state).unwrap_or_default();
+                    if state == ModelState::Ready {
+                        break;
+                    }
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(self.wait_failed(ctx, "the engine stopped".into()).await);
+                }
+            };
+            match change {
+                ModelChange::Ready { .. } => break,
+                ModelChange::Failed { reason } => {
+                    return Err(self.wait_failed(ctx, format!("{id} failed: {reason}")).await);
+                }
+                ModelChange::Stopped { reason } if reason.as_deref() != Some("restarting") => {
+                    return Err(self.wait_failed(ctx, format!("{id} was stopped while the run waited")).await);
+                }
+                other => {
+                    state = state_of(&other);
+                    ctx.step_running(WAIT_READY, format!("waiting for {id} ({})", state.name())).await;
+                }
+            }
+        }
+        ctx.step_over(WAIT_READY, StepStatus::Done, format!("{id} is ready")).await;
+        Ok(())
     }
-}
 
-/// Runs a test; a panic in it (a bug) still ends with a verdict and frees the slot, so the
-/// Tests pane never shows a run that will never finish.
-async fn guarded(run: TestRun, opts: ProbeOptions, cancel: CancellationToken) {
-    let (events, finished, name) = (run.events.clone(), run.finished.clone(), run.test.name.clone());
-    if let Err(panic) = std::panic::AssertUnwindSafe(run.go(opts, cancel)).catch_unwind().await {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        tracing::error!("the test run of {name} panicked: {why}");
-        let _ = finished.send(name.clone()).await;
-        let reason = format!("the test run crashed (a bug in llmdeck): {why}");
-        let change = TestChange::Failed { reason, summary: None };
-        let _ = events.send(Event::Test(TestEvent { ts: Utc::now(), test: name, change })).await;
+    async fn wait_failed(&self, ctx: &mut RunCtx, why: String) -> Verdict {
+        ctx.step_over(WAIT_READY, StepStatus::Failed, why.clone()).await;
+        Verdict::fail(why)
     }
-}
 
-struct TestRun {
-    test: TestConfig,
-    events: EventSink,
-    results_dir: PathBuf,
-    finished: mpsc::Sender<String>,
-}
-
-impl TestRun {
-    async fn go(self, opts: ProbeOptions, cancel: CancellationToken) {
-        let name = self.test.name.clone();
-        self.emit(TestChange::Running { target: opts.base_url.clone() }).await;
+    async fn probe(&mut self, ctx: &mut RunCtx) -> Result<ProbeReport, Verdict> {
+        let opts = self.opts.clone();
         let amount = match opts.stop {
             probe::Stop::Requests(n) => format!("{n} requests"),
             probe::Stop::Duration(d) => format!("requests for {}", crate::util::fmt_duration_ms(d.as_millis() as u64)),
@@ -152,87 +167,160 @@ impl TestRun {
             opts.concurrency,
             if opts.stream { "streaming" } else { "not streaming" }
         );
-        self.log(Level::Info, format!("probing {} ({shape})", opts.base_url)).await;
-        let (progress_tx, mut progress_rx) = mpsc::channel(8);
-        let forward = {
-            let (events, test) = (self.events.clone(), name.clone());
-            tokio::spawn(async move {
-                while let Some(progress) = progress_rx.recv().await {
-                    let _ =
-                        events.send(Event::Probe(ProbeEvent { ts: Utc::now(), test: test.clone(), progress })).await;
-                }
-            })
+        ctx.step_running(PROBE, shape.clone()).await;
+        ctx.log(Level::Info, format!("probing {} ({shape})", opts.base_url)).await;
+        let (progress_tx, mut progress) = mpsc::channel(8);
+        let run = probe::run(opts, ctx.cancel.clone(), Some(progress_tx));
+        tokio::pin!(run);
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                Some(p) = progress.recv() => ctx.change(RunChange::Probe { progress: p }).await,
+            }
         };
-        let result = probe::run(opts, cancel.clone(), Some(progress_tx)).await;
-        let _ = forward.await;
-        let change = match result {
+        while let Ok(p) = progress.try_recv() {
+            ctx.change(RunChange::Probe { progress: p }).await;
+        }
+        match result {
             Ok(report) => {
-                let mut summary = summarize(&report);
-                summary.report_file = self.save(&report).await;
-                if cancel.is_cancelled() {
-                    TestChange::Cancelled { summary: Some(summary) }
-                } else if report.all_succeeded() {
-                    TestChange::Passed { summary }
-                } else {
-                    let failed = report.requests - report.count(Outcome::Success);
-                    TestChange::Failed {
-                        reason: format!("{failed} of {} requests failed", report.requests),
-                        summary: Some(summary),
-                    }
+                let ok = report.count(Outcome::Success);
+                let mut detail = format!("{ok}/{} ok", report.requests);
+                if let Some(p50) = report.latency_ms.p50 {
+                    detail.push_str(&format!(" · p50 {p50:.0} ms"));
                 }
+                let status = if ctx.cancel.is_cancelled() { StepStatus::Failed } else { StepStatus::Done };
+                if status == StepStatus::Failed {
+                    detail = format!("cancelled after {detail}");
+                }
+                ctx.step_over(PROBE, status, detail).await;
+                Ok(report)
             }
-            Err(probe::ProbeError::Cancelled) => TestChange::Cancelled { summary: None },
-            Err(e) => TestChange::Failed { reason: e.to_string(), summary: None },
-        };
-        let (level, verdict) = match &change {
-            TestChange::Passed { .. } => (Level::Info, "passed".to_owned()),
-            TestChange::Failed { reason, .. } => (Level::Error, format!("failed: {reason}")),
-            TestChange::Cancelled { .. } => (Level::Warn, "cancelled".to_owned()),
-            TestChange::Running { .. } => (Level::Info, "running".to_owned()),
-        };
-        self.log(level, format!("{name} {verdict}")).await;
-        // Free the slot first: whoever sees the verdict may start the next run at once.
-        let _ = self.finished.send(name).await;
-        self.emit(change).await;
-    }
-
-    /// A line in the test's own log source (`l` on the test shows it).
-    async fn log(&self, level: Level, text: String) {
-        let batch = LogBatch::single(LogSource::Test(self.test.name.clone()), LogLine::internal(level, text));
-        let _ = self.events.send(Event::Log(batch)).await;
-    }
-
-    async fn emit(&self, change: TestChange) {
-        let _ = self.events.send(Event::Test(TestEvent { ts: Utc::now(), test: self.test.name.clone(), change })).await;
-    }
-
-    /// Writes the report as JSON to `<data dir>/results/<test>-<time>.json`.
-    async fn save(&self, report: &ProbeReport) -> Option<String> {
-        let stem = crate::logs::file::sanitize_file_stem(&self.test.name);
-        let path = self.results_dir.join(format!("{stem}-{}.json", Utc::now().format("%Y%m%dT%H%M%SZ")));
-        let json = serde_json::to_vec_pretty(report).ok()?;
-        let write = async {
-            tokio::fs::create_dir_all(&self.results_dir).await?;
-            tokio::fs::write(&path, json).await
-        };
-        match write.await {
-            Ok(()) => Some(path.display().to_string()),
+            Err(probe::ProbeError::Cancelled) => {
+                ctx.step_over(PROBE, StepStatus::Failed, "cancelled").await;
+                Err(Verdict::cancelled("cancelled before the first request"))
+            }
             Err(e) => {
-                tracing::warn!("writing the report of {} to {}: {e}", self.test.name, path.display());
-                None
+                ctx.step_over(PROBE, StepStatus::Failed, e.to_string()).await;
+                Err(Verdict::fail(e.to_string()))
             }
+        }
+    }
+
+    /// The test's `cleanup_command`, if any: `sh -c` in its own process group, killed whole if
+    /// the cleanup is cut short; its output goes to the test's log.
+    pub(super) async fn cleanup(&mut self, ctx: &mut RunCtx, verdict: &Verdict) {
+        let Some(command) = self.cleanup_command.clone() else { return };
+        ctx.step_running(CLEANUP, format!("sh -c {command:?}")).await;
+        ctx.log(Level::Info, format!("cleanup: running {command:?}")).await;
+        let (status, detail) = match run_cleanup_command(ctx, &command, verdict).await {
+            Ok(status) if status.success() => (StepStatus::Done, "exit 0".to_owned()),
+            Ok(status) => (StepStatus::Failed, format!("cleanup command ended with {status}")),
+            Err(e) => (StepStatus::Failed, format!("cannot run the cleanup command: {e}")),
+        };
+        ctx.step_over(CLEANUP, status, detail).await;
+    }
+}
+
+/// The model state a change leads to.
+fn state_of(change: &ModelChange) -> ModelState {
+    match change {
+        ModelChange::Starting { .. } => ModelState::Starting,
+        ModelChange::Ready { .. } => ModelState::Ready,
+        ModelChange::Unhealthy { .. } => ModelState::Unhealthy,
+        ModelChange::Crashed { .. } => ModelState::Crashed,
+        ModelChange::Backoff { .. } => ModelState::Backoff,
+        ModelChange::Failed { .. } => ModelState::Failed,
+        ModelChange::Stopping { .. } => ModelState::Stopping,
+        ModelChange::Stopped { .. } => ModelState::Stopped,
+    }
+}
+
+/// Pass when every request succeeded; otherwise the failures by class.
+fn judge(report: &ProbeReport, cancelled: bool) -> Verdict {
+    if cancelled {
+        return Verdict::cancelled(format!("cancelled after {} requests", report.requests));
+    }
+    if report.all_succeeded() {
+        return Verdict::pass();
+    }
+    if report.requests == 0 {
+        return Verdict::fail("no request finished");
+    }
+    let failed = report.requests - report.count(Outcome::Success);
+    let classes: Vec<String> = report
+        .outcomes
+        .iter()
+        .filter(|(o, n)| **o != Outcome::Success && **n > 0)
+        .map(|(o, n)| format!("{n} {o}"))
+        .collect();
+    Verdict::fail(format!("{failed} of {} requests failed ({})", report.requests, classes.join(", ")))
+}
+
+/// Kills the cleanup command's whole process group unless it was waited for: a cleanup cut
+/// short must not leave its children running.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid.filter(|p| *p > 1) {
+            // The leader is not reaped until the child is dropped after this: the id is ours.
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
 
-fn summarize(r: &ProbeReport) -> TestSummary {
-    TestSummary {
-        requests: r.requests,
-        succeeded: r.count(Outcome::Success),
-        latency_p50_ms: r.latency_ms.p50,
-        ttft_p50_ms: r.ttft_ms.p50,
-        output_tokens_per_s: r.output_tokens_per_s,
-        expected_answer_rate: r.expected_answer_rate,
-        report_file: None,
+async fn run_cleanup_command(
+    ctx: &RunCtx,
+    command: &str,
+    verdict: &Verdict,
+) -> std::io::Result<std::process::ExitStatus> {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(command)
+        .env("LLMDECK_TEST", &ctx.test.name)
+        .env("LLMDECK_TEST_RUN", &ctx.run.id)
+        .env("LLMDECK_VERDICT", verdict.outcome.name())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let mut guard = GroupGuard { pgid: child.id().and_then(|p| i32::try_from(p).ok()) };
+    let lines = {
+        let (tx, rx) = mpsc::channel::<String>(64);
+        for out in [
+            child.stdout.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|e| Box::new(e) as _),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(out).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    if tx.send(line).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        rx
+    };
+    let mut lines = lines;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            Some(line) = lines.recv() => ctx.log(Level::Info, format!("cleanup: {line}")).await,
+        }
+    };
+    // Reaped: the group id may name someone else from now on.
+    guard.pgid = None;
+    while let Ok(line) = lines.try_recv() {
+        ctx.log(Level::Info, format!("cleanup: {line}")).await;
     }
+    Ok(status)
 }

@@ -1,34 +1,35 @@
-//! The engine: owns every background task, takes [`Command`]s, emits [`Event`]s, and folds them
-//! into [`State`] through one reducer. The TUI, the daemon and `--json` output are its views.
+//! The engine: wires the parts together and owns every background task. It takes
+//! [`Command`]s, routes them to the supervisor or the run manager, and publishes the parts'
+//! [`Event`]s through the [`Hub`], which numbers them, folds them into `State` and fans them
+//! out. Viewers reach it through an [`EngineHandle`], its [`Link`].
+//!
+//! Shutdown is ordered: runs are cancelled and their cleanups run, each within
+//! `runs.cleanup_budget_s` and under its own cancellation (destroying a rented GPU must not be
+//! cut short); only then are the models stopped and the tasks ended.
 
-mod clocks;
-mod command;
-mod event;
-mod hub;
-mod local_tests;
-mod state;
+mod reports;
+mod runs;
+
+mod local_run;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use color_eyre::eyre::{Result, WrapErr};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use clocks::ModelClocks;
-pub use command::{Ack, Command, CommandError};
-pub use event::*;
-pub use hub::{LOG_TAIL_LINES, Snapshot, Subscription};
-pub use state::*;
-
 use crate::config::{Config, GpuBackend};
-use crate::supervisor::{ModelProcesses, Supervisor};
-
-/// Producers' end of the event channel.
-pub type EventSink = mpsc::Sender<Event>;
+use crate::protocol::{
+    Ack, Answer, Command, CommandError, EngineEvent, EngineEventKind, Event, EventSink, Hub, Link, LinkStatus,
+    Snapshot, State, Subscription,
+};
+use crate::supervisor::{Supervisor, SupervisorDirs};
+use crate::util::procfs::ModelProcesses;
 
 /// How long shutdown waits for the engine's own tasks after the models are gone.
-const SHUTDOWN_JOIN: std::time::Duration = std::time::Duration::from_secs(5);
+const SHUTDOWN_JOIN: Duration = Duration::from_secs(5);
 
 /// How many events may wait for the hub before producers wait (logs are dropped instead).
 pub const EVENT_QUEUE: usize = 1024;
@@ -42,7 +43,7 @@ pub struct EngineOptions {
     pub log_dir: PathBuf,
     /// The PID ledger and other run-time state go here.
     pub state_dir: PathBuf,
-    /// Test results go here (`results/`).
+    /// Run reports go here (`results/`).
     pub data_dir: PathBuf,
     /// Overrides `gpu.backend` (the demo forces the simulated backend).
     pub gpu_backend: Option<GpuBackend>,
@@ -53,15 +54,30 @@ struct CommandRequest {
     reply: oneshot::Sender<Result<Ack, CommandError>>,
 }
 
-/// A cheap, cloneable way to talk to a running engine.
+/// Shutdown's controls, shared by every handle.
+struct Control {
+    /// Begins shutdown: runs are cancelled and clean up.
+    shutdown: CancellationToken,
+    /// Stops waiting for the cleanups still running.
+    abandon: CancellationToken,
+    reason: Mutex<String>,
+    status: watch::Sender<LinkStatus>,
+}
+
+impl Control {
+    fn reason(&self) -> String {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A cheap, cloneable way to talk to a running engine: the in-process [`Link`].
 #[derive(Clone)]
 pub struct EngineHandle {
     commands: mpsc::Sender<CommandRequest>,
-    hub: Arc<hub::Hub>,
+    hub: Arc<Hub>,
+    control: Arc<Control>,
+    describe: Arc<str>,
 }
-
-/// The answer to a submitted command, to await.
-pub type Answer = oneshot::Receiver<Result<Ack, CommandError>>;
 
 impl EngineHandle {
     /// Sends a command and waits for its ack or error.
@@ -71,12 +87,33 @@ impl EngineHandle {
             .send(CommandRequest { command, reply })
             .await
             .map_err(|_| CommandError::new("the engine has stopped"))?;
-        answered(answer).await
+        crate::protocol::answered(answer).await
     }
 
-    /// Queues a command without waiting: commands submitted one after another reach their
-    /// model in that order (an operator's stop, then start, must not swap).
-    pub fn submit(&self, command: Command) -> Result<Answer, CommandError> {
+    pub fn snapshot(&self) -> Snapshot {
+        self.hub.snapshot()
+    }
+
+    /// Reads the state in place (keep `f` short).
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        self.hub.with_state(f)
+    }
+
+    /// The same handle, described as `mode` in viewers' headers (`in-process`, `demo`).
+    pub fn described_as(mut self, mode: &str) -> Self {
+        self.describe = mode.into();
+        self
+    }
+}
+
+impl Link for EngineHandle {
+    fn subscribe(&self) -> Subscription {
+        self.hub.subscribe()
+    }
+
+    /// Commands submitted one after another reach their model in that order (an operator's
+    /// stop, then start, must not swap).
+    fn submit(&self, command: Command) -> Result<Answer, CommandError> {
         let (reply, answer) = oneshot::channel();
         self.commands.try_send(CommandRequest { command, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -87,30 +124,40 @@ impl EngineHandle {
         Ok(answer)
     }
 
-    /// The current state plus every event after it, with no gap and no overlap.
-    pub fn subscribe(&self) -> Subscription {
-        self.hub.subscribe()
+    fn status(&self) -> watch::Receiver<LinkStatus> {
+        self.control.status.subscribe()
     }
 
-    pub fn snapshot(&self) -> Snapshot {
-        self.hub.snapshot()
+    fn describe(&self) -> String {
+        self.describe.to_string()
     }
-}
 
-/// Waits for a submitted command's answer.
-pub async fn answered(answer: Answer) -> Result<Ack, CommandError> {
-    answer.await.map_err(|_| CommandError::new("the engine stopped before answering"))?
+    fn quitting_stops_engine(&self) -> bool {
+        true
+    }
+
+    fn begin_shutdown(&self, reason: &str) {
+        if !self.control.shutdown.is_cancelled() {
+            *self.control.reason.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
+            self.control.shutdown.cancel();
+        }
+    }
+
+    fn abandon_cleanups(&self) {
+        self.control.abandon.cancel();
+    }
 }
 
 /// A running engine. Dropping it without [`Engine::shutdown`] still stops the model processes
-/// (their process groups are killed on drop), but not gracefully.
+/// (their process groups are killed on drop), but not gracefully, and runs get no cleanup.
 pub struct Engine {
     handle: EngineHandle,
+    /// Ends the engine's own tasks (the GPU sampler).
     cancel: CancellationToken,
     supervisor: Supervisor,
     tasks: tokio::task::JoinSet<()>,
     events: EventSink,
-    /// The command router; it ends (after any running test ended) when the engine is cancelled.
+    /// The command router; it ends once shutdown began and every run finished its cleanup.
     router: tokio::task::JoinHandle<()>,
 }
 
@@ -123,42 +170,61 @@ impl Engine {
     /// sees every event (the daemon's JSON stream must not miss the first `starting`).
     pub async fn start_subscribed(opts: EngineOptions) -> Result<(Engine, Subscription)> {
         let host = crate::util::hostname();
+        let epoch = format!("{:016x}", fastrand::u64(..));
         let config_path = opts.config_path.as_ref().map(|p| p.display().to_string());
         let mut initial = State::new(&opts.config, config_path, host.clone());
         initial.log_dir = Some(opts.log_dir.display().to_string());
+        let results_dir = opts.data_dir.join("results");
+        let history = {
+            let (dir, config) = (results_dir.clone(), opts.config.clone());
+            tokio::task::spawn_blocking(move || reports::load_history(&dir, &config)).await.unwrap_or_default()
+        };
+        initial.load_history(history);
+
         let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
-        let hub = Arc::new(hub::Hub::new(initial));
+        let hub = Arc::new(Hub::new(initial, epoch.clone()));
         let first_subscriber = hub.subscribe();
         let cancel = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(hub::run(hub.clone(), events_rx));
-        crate::logs::app_layer::connect(&events);
+        tasks.spawn(publish_all(hub.clone(), events_rx));
+        let weak = events.downgrade();
+        crate::logs::app_layer::connect(Box::new(move |batch| {
+            weak.upgrade().is_some_and(|sink| sink.try_send(Event::Log(batch)).is_ok())
+        }));
 
-        emit(
-            &events,
-            Event::Engine(EngineEvent {
-                ts: chrono::Utc::now(),
-                kind: EngineEventKind::Started { host, version: env!("CARGO_PKG_VERSION").into() },
-            }),
-        )
-        .await;
+        let version = env!("CARGO_PKG_VERSION").into();
+        emit(&events, EngineEventKind::Started { host, version, epoch }).await;
+        for alert in reports::take_abandoned(&opts.data_dir) {
+            let _ = events.send(Event::Alert(alert)).await;
+        }
 
         let processes = ModelProcesses::default();
-        let supervisor = Supervisor::start(&opts, events.clone(), processes.clone())
+        let dirs = SupervisorDirs { log_dir: opts.log_dir.clone(), state_dir: opts.state_dir.clone() };
+        let supervisor = Supervisor::start(&opts.config, &dirs, events.clone(), processes.clone())
             .await
             .wrap_err("starting the model supervisor")?;
-        crate::gpu::spawn_sampler(&opts, events.clone(), processes, cancel.clone(), &mut tasks);
+        let sampler = crate::gpu::SamplerConfig::from_config(&opts.config.gpu, opts.gpu_backend);
+        crate::gpu::start(sampler, events.clone(), processes, cancel.clone(), &mut tasks);
 
+        let (status, _) = watch::channel(LinkStatus::Connected);
+        let control = Arc::new(Control {
+            shutdown: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            reason: Mutex::new(String::new()),
+            status,
+        });
         let (commands, commands_rx) = mpsc::channel(64);
-        let tests = local_tests::LocalTests::new(
-            opts.config.clone(),
-            events.clone(),
-            hub.clone(),
-            opts.data_dir.join("results"),
-            cancel.clone(),
-        );
-        let router = tokio::spawn(route_commands(commands_rx, supervisor.clone_handle(), tests, cancel.clone()));
-        let engine = Engine { handle: EngineHandle { commands, hub }, cancel, supervisor, tasks, events, router };
+        let runs = runs::Runs::new(runs::RunsSetup {
+            config: opts.config.clone(),
+            events: events.clone(),
+            hub: hub.clone(),
+            supervisor: supervisor.clone_handle(),
+            data_dir: opts.data_dir.clone(),
+            abandon: control.abandon.clone(),
+        });
+        let router = tokio::spawn(route_commands(commands_rx, supervisor.clone_handle(), runs, control.clone()));
+        let handle = EngineHandle { commands, hub, control, describe: "in-process".into() };
+        let engine = Engine { handle, cancel, supervisor, tasks, events, router };
         Ok((engine, first_subscriber))
     }
 
@@ -166,23 +232,22 @@ impl Engine {
         self.handle.clone()
     }
 
-    /// Orderly shutdown: stop every model (in parallel, within the largest stop timeout),
-    /// stop the samplers, then let the hub drain.
+    /// Orderly shutdown: runs are cancelled and their cleanups finish (within the cleanup
+    /// budget, unless abandoned through the handle), then every model is stopped (in parallel,
+    /// within the largest stop timeout), then the samplers, then the hub drains.
     pub async fn shutdown(mut self, reason: &str) {
-        emit(
-            &self.events,
-            Event::Engine(EngineEvent {
-                ts: chrono::Utc::now(),
-                kind: EngineEventKind::Stopping { reason: reason.into() },
-            }),
-        )
-        .await;
-        // Tests first (they end as cancelled, not as failed because their model went away),
-        // then the models, in parallel.
-        self.cancel.cancel();
+        self.handle.begin_shutdown(reason);
         let _ = (&mut self.router).await;
+        let reason = self.handle.control.reason();
+        emit(&self.events, EngineEventKind::Stopping { reason }).await;
+        self.cancel.cancel();
         self.supervisor.shutdown().await;
-        emit(&self.events, Event::Engine(EngineEvent { ts: chrono::Utc::now(), kind: EngineEventKind::Stopped })).await;
+        emit(&self.events, EngineEventKind::Stopped).await;
+        let _ = self
+            .handle
+            .control
+            .status
+            .send(LinkStatus::Disconnected { reason: "the engine has stopped".into(), retry_in_s: None });
         drop(self.events);
         // The hub ends when every sender is gone (capture threads hold only weak ones).
         drop(self.handle);
@@ -194,20 +259,40 @@ impl Engine {
     }
 }
 
-async fn emit(sink: &EventSink, event: Event) {
-    // The hub only stops after every sender is dropped, so this cannot fail while we hold one.
-    let _ = sink.send(event).await;
+async fn publish_all(hub: Arc<Hub>, mut events: mpsc::Receiver<Event>) {
+    while let Some(event) = events.recv().await {
+        hub.publish(event);
+    }
 }
 
+async fn emit(sink: &EventSink, kind: EngineEventKind) {
+    // The hub only stops after every sender is dropped, so this cannot fail while we hold one.
+    let _ = sink.send(Event::Engine(EngineEvent { ts: chrono::Utc::now(), kind })).await;
+}
+
+/// Routes commands until shutdown began and every run has finished its cleanup.
 async fn route_commands(
     mut rx: mpsc::Receiver<CommandRequest>,
     supervisor: crate::supervisor::SupervisorHandle,
-    mut tests: local_tests::LocalTests,
-    cancel: CancellationToken,
+    mut runs: runs::Runs,
+    control: Arc<Control>,
 ) {
+    let mut shutting_down = false;
     loop {
         let req = tokio::select! {
-            _ = cancel.cancelled() => break,
+            biased;
+            () = control.shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                runs.begin_shutdown(&control.reason()).await;
+                continue;
+            }
+            () = runs.wait_current(), if shutting_down || runs.is_running() => {
+                if shutting_down {
+                    break;
+                }
+                runs.reap();
+                continue;
+            }
             req = rx.recv() => match req { Some(r) => r, None => break },
         };
         let CommandRequest { command, reply } = req;
@@ -218,7 +303,7 @@ async fn route_commands(
                 match supervisor.enqueue(model_command) {
                     Ok(answer) => {
                         tokio::spawn(async move {
-                            let _ = reply.send(answered(answer).await);
+                            let _ = reply.send(crate::protocol::answered(answer).await);
                         });
                     }
                     Err(e) => {
@@ -227,12 +312,12 @@ async fn route_commands(
                 }
                 continue;
             }
-            Command::RunTest { test } => tests.run(&test),
-            Command::CancelTest { test } => tests.cancel(&test),
+            Command::RunTest { .. } if shutting_down => Err(CommandError::new("llmdeck is shutting down")),
+            Command::RunTest { test } => runs.start(&test),
+            Command::CancelTest { test } => runs.cancel(&test),
         };
         let _ = reply.send(answer);
     }
-    tests.finish().await;
     // Whatever is still queued gets an answer, not silence.
     rx.close();
     while let Ok(req) = rx.try_recv() {

@@ -15,8 +15,8 @@ use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, EventSet, Nvml};
 
-use super::source::{Call, CallTracker, GpuSource, XidEvent, throttle_words};
-use super::types::{BackendStatus, GpuProcess, GpuSample};
+use super::source::{Call, CallTracker, GpuSource, XidEvent, throttle_reason_words};
+use crate::protocol::{BackendStatus, GpuProcess, GpuSample};
 
 /// Environment variable naming the library when the configuration does not.
 pub const LIBRARY_ENV: &str = "LLMDECK_NVML_LIB";
@@ -180,8 +180,9 @@ impl<'a> NvmlGpu<'a> {
         s.sm_clock_mhz = self.read(tracker, Call::SmClock, |d| d.clock_info(Clock::SM));
         s.memory_clock_mhz = self.read(tracker, Call::MemoryClock, |d| d.clock_info(Clock::Memory));
         s.fan_pct = self.read(tracker, Call::Fan, |d| d.fan_speed(0));
-        s.throttle_reasons =
-            self.read(tracker, Call::Throttle, |d| d.current_throttle_reasons()).map(|r| throttle_words(r.bits()));
+        s.throttle_reasons = self
+            .read(tracker, Call::Throttle, |d| d.current_throttle_reasons())
+            .map(|r| throttle_reason_words(r.bits()));
         s.performance_state =
             self.read(tracker, Call::PerformanceState, |d| d.performance_state()).and_then(pstate_number);
         match self.read(tracker, Call::Processes, |d| d.running_compute_processes()) {

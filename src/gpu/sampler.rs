@@ -17,10 +17,9 @@ use tokio_util::sync::CancellationToken;
 use super::nvml::{self, NvmlSource};
 use super::simulated::SimulatedSource;
 use super::source::{Call, CallTracker, EnergyIntegrator, GpuSource, map_models, xid_meaning};
-use super::types::{BackendStatus, GpuEvent, MAX_HISTORY_LEN};
-use crate::config::GpuBackend;
-use crate::engine::{Alert, EngineOptions, Event, EventSink, Severity};
-use crate::supervisor::ModelProcesses;
+use crate::config::{GpuBackend, GpuConfig};
+use crate::protocol::{Alert, BackendStatus, Event, GpuEvent, MAX_HISTORY_LEN, Severity};
+use crate::util::procfs::ModelProcesses;
 
 /// Shortest sampling interval accepted (a smaller configured value is raised to this).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
@@ -36,20 +35,24 @@ pub struct SamplerConfig {
     pub interval: Duration,
     pub history_len: usize,
     pub simulated_count: u32,
+    /// Integrate power into energy where the driver has no counter (meaningless for a one-shot
+    /// reading, so `llmdeck gpus` without `--watch` turns it off).
+    pub integrate_energy: bool,
 }
 
 impl SamplerConfig {
-    pub fn from_options(opts: &EngineOptions) -> Self {
-        let gpu = &opts.config.gpu;
+    /// From the `gpu:` section; `backend` overrides its backend (the demo forces the simulated one).
+    pub fn from_config(gpu: &GpuConfig, backend: Option<GpuBackend>) -> Self {
         let interval = Duration::from_millis(gpu.sample_ms).max(MIN_INTERVAL);
         let history_len =
             (u128::from(gpu.history_s) * 1000 / interval.as_millis().max(1)).clamp(2, MAX_HISTORY_LEN as u128) as usize;
         Self {
-            backend: opts.gpu_backend.unwrap_or(gpu.backend),
+            backend: backend.unwrap_or(gpu.backend),
             library: nvml::library_path(gpu.nvml_library.as_deref()),
             interval,
             history_len,
             simulated_count: gpu.simulated_count,
+            integrate_energy: true,
         }
     }
 
@@ -62,33 +65,23 @@ impl SamplerConfig {
     }
 }
 
-/// Starts the GPU sampler for the engine: backend per config, or the engine's override.
-pub fn spawn_sampler(
-    opts: &EngineOptions,
-    sink: EventSink,
-    processes: ModelProcesses,
-    cancel: CancellationToken,
-    tasks: &mut JoinSet<()>,
-) {
-    start(SamplerConfig::from_options(opts), sink, processes, cancel, tasks);
-}
-
-/// Starts the sampler with an already resolved configuration.
+/// Starts the sampler: its events go to `sink` until `cancel`. The returned tracker tells which
+/// driver call is in flight (for a caller with its own deadline).
 pub fn start(
     cfg: SamplerConfig,
-    sink: EventSink,
+    sink: mpsc::Sender<Event>,
     processes: ModelProcesses,
     cancel: CancellationToken,
     tasks: &mut JoinSet<()>,
-) {
+) -> Arc<CallTracker> {
+    let tracker = Arc::new(CallTracker::default());
     if cfg.backend == GpuBackend::None {
-        let event = cfg.backend_event(BackendStatus::None { reason: super::MONITORING_OFF.into() });
+        let event = cfg.backend_event(BackendStatus::Off);
         tasks.spawn(async move {
             let _ = sink.send(event).await;
         });
-        return;
+        return tracker;
     }
-    let tracker = Arc::new(CallTracker::default());
     let (events_tx, events_rx) = mpsc::channel(THREAD_QUEUE);
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let thread =
@@ -100,9 +93,10 @@ pub fn start(
         tasks.spawn(async move {
             let _ = sink.send(event).await;
         });
-        return;
+        return tracker;
     }
-    tasks.spawn(forward_and_watch(events_rx, sink, tracker, cfg.interval, cancel, stop_tx));
+    tasks.spawn(forward_and_watch(events_rx, sink, tracker.clone(), cfg.interval, cancel, stop_tx));
+    tracker
 }
 
 /// Forwards the thread's events and watches it. Ends on cancel or when the thread ends; a
@@ -110,7 +104,7 @@ pub fn start(
 /// wait for it), and dropping `stop` ends a healthy one at its next wait.
 async fn forward_and_watch(
     mut events: mpsc::Receiver<Event>,
-    sink: EventSink,
+    sink: mpsc::Sender<Event>,
     tracker: Arc<CallTracker>,
     interval: Duration,
     cancel: CancellationToken,
@@ -233,7 +227,9 @@ impl SamplerThread {
             let mut gpus = source.sample(&self.tracker);
             let xids = source.driver_events(&self.tracker);
             self.tracker.sample_done();
-            energy.apply(&mut gpus, Instant::now());
+            if self.cfg.integrate_energy {
+                energy.apply(&mut gpus, Instant::now());
+            }
             map_models(&mut gpus, &self.processes);
             let ts = Utc::now();
             let mut events = Vec::new();
@@ -308,18 +304,8 @@ mod tests {
 
     #[test]
     fn history_length_follows_history_s_and_interval() {
-        let mut config = crate::config::Config::default();
-        config.gpu.sample_ms = 500;
-        config.gpu.history_s = 60;
-        let opts = EngineOptions {
-            config,
-            config_path: None,
-            log_dir: PathBuf::new(),
-            state_dir: PathBuf::new(),
-            data_dir: PathBuf::new(),
-            gpu_backend: Some(GpuBackend::Simulated),
-        };
-        let cfg = SamplerConfig::from_options(&opts);
+        let gpu = GpuConfig { sample_ms: 500, history_s: 60, ..GpuConfig::default() };
+        let cfg = SamplerConfig::from_config(&gpu, Some(GpuBackend::Simulated));
         assert_eq!(cfg.history_len, 120);
         assert_eq!(cfg.backend, GpuBackend::Simulated);
     }

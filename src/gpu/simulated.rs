@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::source::{Call, CallTracker, GpuSource, XidEvent};
-use super::types::{BackendStatus, GpuProcess, GpuSample};
-use crate::supervisor::ModelProcesses;
+use crate::protocol::{BackendStatus, GpuProcess, GpuSample};
+use crate::util::procfs::{self, ModelProcesses};
 
 const GIB: u64 = 1024 * 1024 * 1024;
 const TOTAL_BYTES: u64 = 85_520_809_984;
@@ -122,9 +122,8 @@ struct Placement {
 
 /// The first GPU in the process's `CUDA_VISIBLE_DEVICES`, as a real server would use it.
 fn visible_device(pid: u32) -> Option<u32> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    let value = environ.split(|b| *b == 0).find_map(|e| e.strip_prefix(b"CUDA_VISIBLE_DEVICES="))?;
-    std::str::from_utf8(value).ok()?.split(',').next()?.trim().parse().ok()
+    let value = procfs::environment_value(&procfs::environ(pid)?, "CUDA_VISIBLE_DEVICES")?;
+    value.split(',').next()?.trim().parse().ok()
 }
 
 /// Without `CUDA_VISIBLE_DEVICES`, the GPU a model lives on: stable for its id.

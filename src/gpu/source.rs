@@ -4,8 +4,8 @@
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::types::{BackendStatus, EnergySource, GpuSample};
-use crate::supervisor::ModelProcesses;
+use crate::protocol::{BackendStatus, EnergySource, GpuSample};
+use crate::util::procfs::ModelProcesses;
 
 /// A critical driver error on one GPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +232,7 @@ pub fn map_models(gpus: &mut [GpuSample], processes: &ModelProcesses) {
 }
 
 /// NVML's throttle ("clocks event") reason bits in words, in bit order.
-pub fn throttle_words(bits: u64) -> Vec<String> {
+pub fn throttle_reason_words(bits: u64) -> Vec<String> {
     const WORDS: [(u64, &str); 10] = [
         (0x1, "idle"),
         (0x2, "app clocks"),
@@ -274,9 +274,9 @@ mod tests {
 
     #[test]
     fn throttle_bits_become_words() {
-        assert_eq!(throttle_words(0x4), ["power cap"]);
-        assert_eq!(throttle_words(0x20 | 0x40), ["sw thermal slowdown", "hw thermal slowdown"]);
-        assert!(throttle_words(0).is_empty());
+        assert_eq!(throttle_reason_words(0x4), ["power cap"]);
+        assert_eq!(throttle_reason_words(0x20 | 0x40), ["sw thermal slowdown", "hw thermal slowdown"]);
+        assert!(throttle_reason_words(0).is_empty());
     }
 
     #[test]
@@ -325,8 +325,8 @@ mod tests {
         reg.set("qwen-7b", pgid);
         let mut gpus = vec![GpuSample {
             processes: vec![
-                super::super::GpuProcess { pid: me, used_memory_bytes: Some(1), model: None },
-                super::super::GpuProcess { pid: u32::MAX - 7, used_memory_bytes: Some(1), model: None },
+                crate::protocol::GpuProcess { pid: me, used_memory_bytes: Some(1), model: None },
+                crate::protocol::GpuProcess { pid: u32::MAX - 7, used_memory_bytes: Some(1), model: None },
             ],
             ..Default::default()
         }];

@@ -3,24 +3,25 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use tokio::sync::mpsc;
 use tracing::field::{Field, Visit};
 use tracing::{Event as TracingEvent, Level as TracingLevel, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 
 use super::{Level, LogBatch, LogLine, LogSource};
-use crate::engine::Event;
 
-/// Weak, so llmdeck's own logging never keeps the engine's event channel open.
+/// Takes one batch without waiting; false if it could not (queue full, or nobody listens).
+pub type Deliver = Box<dyn Fn(LogBatch) -> bool + Send + Sync>;
+
 /// llmdeck's own lines that found the event queue full since the last one got through.
 static DROPPED: AtomicU64 = AtomicU64::new(0);
-static SINK: OnceLock<Mutex<Option<mpsc::WeakSender<Event>>>> = OnceLock::new();
+static SINK: OnceLock<Mutex<Option<Deliver>>> = OnceLock::new();
 
-/// Routes llmdeck's own log events into this engine from now on.
-pub fn connect(sink: &mpsc::Sender<Event>) {
+/// Routes llmdeck's own log lines to `deliver` from now on (the engine passes a weak handle on
+/// its event channel, so logging never keeps that channel open).
+pub fn connect(deliver: Deliver) {
     let slot = SINK.get_or_init(|| Mutex::new(None));
-    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.downgrade());
+    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(deliver);
 }
 
 /// The tracing layer; events before [`connect`] only go to the file.
@@ -34,7 +35,9 @@ impl<S: Subscriber> Layer<S> for AppLogLayer {
             TracingLevel::INFO => Level::Info,
             _ => return,
         };
-        let Some(sink) = SINK.get().and_then(|s| s.lock().ok()?.as_ref()?.upgrade()) else { return };
+        let Some(slot) = SINK.get() else { return };
+        let Ok(sink) = slot.lock() else { return };
+        let Some(deliver) = sink.as_ref() else { return };
         let mut text = String::new();
         event.record(&mut MessageVisitor(&mut text));
         let line = LogLine::internal(level, text);
@@ -42,7 +45,7 @@ impl<S: Subscriber> Layer<S> for AppLogLayer {
         // is counted, and the count travels with the next line that gets through.
         let carried = DROPPED.swap(0, Ordering::Relaxed);
         let batch = LogBatch { dropped_before: carried, ..LogBatch::single(LogSource::App, line) };
-        if sink.try_send(Event::Log(batch)).is_err() {
+        if !deliver(batch) {
             DROPPED.fetch_add(carried + 1, Ordering::Relaxed);
         }
     }

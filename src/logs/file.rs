@@ -18,6 +18,11 @@ pub fn sanitize_file_stem(name: &str) -> String {
     out
 }
 
+/// The log file of a source named `name` in `dir`: `<dir>/<name>.log`.
+pub fn log_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{}.log", sanitize_file_stem(name)))
+}
+
 /// An append-only log file that rotates by size, keeping `keep_files` old files.
 pub struct RotatingFile {
     path: PathBuf,
@@ -30,7 +35,7 @@ pub struct RotatingFile {
 impl RotatingFile {
     pub fn open(dir: &Path, name: &str, max_bytes: u64, keep_files: usize) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}.log", sanitize_file_stem(name)));
+        let path = log_path(dir, name);
         let file = open_append(&path)?;
         let written = file.metadata()?.len();
         Ok(Self {

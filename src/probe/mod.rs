@@ -9,7 +9,6 @@
 //! total), so no request's timeout is stretched by another's.
 
 pub mod answer;
-pub mod cli;
 pub mod outcome;
 pub mod prompts;
 pub mod request;
@@ -24,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use outcome::{Failure, Outcome};
 pub use prompts::Prompt;
 pub use request::RequestRecord;
-pub use runner::run;
+pub use runner::{normalise_base_url, run};
 pub use stats::{Percentiles, ProbeProgress, ProbeReport, ReportExtra};
 
 /// Which OpenAI API the requests use.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+pub use crate::protocol::{Percentiles, ProbeProgress, ProbeReport, ReportExtra, nearest_rank};
 
 use super::outcome::Outcome;
 use super::request::RequestRecord;
@@ -13,125 +13,13 @@ pub const ERRORS_PER_CLASS: usize = 5;
 /// Error messages longer than this are cut (a server may echo a whole HTML page).
 const ERROR_MESSAGE_CHARS: usize = 300;
 
-/// The nearest-rank percentile of sorted samples: the smallest sample such that at least `p`%
-/// of all samples are less than or equal to it, i.e. `sorted[ceil(p/100 · n) − 1]`.
-/// `p = 0` gives the minimum; `None` when there are no samples.
-pub fn nearest_rank(sorted: &[u32], p: f64) -> Option<u32> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let n = sorted.len();
-    let rank = ((p / 100.0) * n as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, n) - 1])
-}
-
-/// p50/p90/p95/p99/max in milliseconds; every field is `null` when there were no samples.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct Percentiles {
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p95: Option<f64>,
-    pub p99: Option<f64>,
-    pub max: Option<f64>,
-}
-
-impl Percentiles {
-    /// From samples in microseconds (sorted here).
-    pub fn of_micros(samples: &mut [u32]) -> Self {
-        samples.sort_unstable();
-        let ms = |p: f64| nearest_rank(samples, p).map(micros_to_ms);
-        Self { p50: ms(50.0), p90: ms(90.0), p95: ms(95.0), p99: ms(99.0), max: ms(100.0) }
-    }
-}
-
-fn micros_to_ms(us: u32) -> f64 {
+pub(crate) fn micros_to_ms(us: u32) -> f64 {
     f64::from(us) / 1000.0
 }
 
 /// Saturating: 71 minutes is far beyond any request timeout.
 pub fn to_micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
-}
-
-/// The result of a probe run. Serialises to exactly the documented `--json` shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProbeReport {
-    /// The server root probed.
-    pub target: String,
-    pub model: String,
-    /// Requests that finished, whatever their outcome (cancelled ones included).
-    pub requests: u64,
-    /// Wall time from the first request sent to the last one finished.
-    pub duration_s: f64,
-    /// Every class, zero counts included.
-    pub outcomes: BTreeMap<Outcome, u64>,
-    /// Percentiles over successful requests only.
-    pub latency_ms: Percentiles,
-    /// Streaming only (`null`s otherwise): time from sending to the first content token.
-    pub ttft_ms: Percentiles,
-    /// Streaming only: gaps between consecutive content chunks.
-    pub itl_ms: Percentiles,
-    /// `requests / duration_s`.
-    pub requests_per_s: f64,
-    /// Completion tokens of successful requests per second of the run.
-    pub output_tokens_per_s: f64,
-    /// Share of successful answers to prompts with an expected answer that contained it;
-    /// `null` when no such prompt succeeded.
-    pub expected_answer_rate: Option<f64>,
-    /// The first few distinct messages per failing class (classes without any are left out).
-    pub errors: BTreeMap<Outcome, Vec<String>>,
-    /// Figures beyond the documented JSON shape, for tables and callers.
-    #[serde(skip)]
-    pub extra: ReportExtra,
-}
-
-/// Report figures that are not part of the `--json` shape.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ReportExtra {
-    /// The run was cancelled before it finished its planned load.
-    pub cancelled: bool,
-    /// Completion tokens of successful requests.
-    pub output_tokens: u64,
-    /// Some of those were counted from chunks or estimated from text, not taken from `usage`.
-    pub output_tokens_estimated: bool,
-    /// Prompt tokens of successful requests that reported `usage`.
-    pub prompt_tokens: u64,
-    /// Successful requests that had an expected answer, and how many matched.
-    pub answers_checked: u64,
-    pub answers_matched: u64,
-}
-
-impl ProbeReport {
-    pub fn count(&self, outcome: Outcome) -> u64 {
-        self.outcomes.get(&outcome).copied().unwrap_or(0)
-    }
-
-    /// Every request finished as `success` (and there was at least one).
-    pub fn all_succeeded(&self) -> bool {
-        self.requests > 0 && self.count(Outcome::Success) == self.requests
-    }
-}
-
-/// Live figures during a run, sent a few times a second and once at the end.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct ProbeProgress {
-    pub elapsed_ms: u64,
-    /// Requests finished so far, whatever their outcome.
-    pub done: u64,
-    /// The planned number of requests (`None` for a run bounded by duration).
-    pub planned: Option<u64>,
-    pub in_flight: u64,
-    /// Only classes seen so far.
-    pub outcomes: BTreeMap<Outcome, u64>,
-    /// Median time to first token of successful streaming requests so far.
-    pub ttft_p50_ms: Option<f64>,
-    pub requests_per_s: f64,
-    /// While streaming: content chunks received so far (about one token each) per second,
-    /// counted as they arrive. Otherwise, and in the last message: completion tokens of
-    /// successful requests per second, as in the report.
-    pub output_tokens_per_s: f64,
-    /// The run has ended (this is the last progress message).
-    pub finished: bool,
 }
 
 /// Folds request records into counts and samples. Samples are kept exactly (4 bytes each), so

@@ -25,6 +25,9 @@ pub enum Command {
     },
 }
 
+/// Producers' end of the engine's event channel.
+pub type EventSink = tokio::sync::mpsc::Sender<super::Event>;
+
 /// The engine accepted the command; the outcome arrives as events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {

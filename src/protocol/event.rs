@@ -4,8 +4,17 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::gpu::GpuEvent;
+use super::gpu::GpuEvent;
+use super::runs::RunEvent;
 use crate::logs::LogBatch;
+
+/// An event as published: numbered gap-free from 1 within one engine start (its epoch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequenced {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub event: Event,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -20,61 +29,8 @@ pub enum Event {
     Gpu(GpuEvent),
     /// Something an operator should see even if they were not looking at the pane.
     Alert(Alert),
-    /// A test started or ended.
-    Test(TestEvent),
-    /// Live figures of a running probe (a test's probe step).
-    Probe(ProbeEvent),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TestEvent {
-    pub ts: DateTime<Utc>,
-    pub test: String,
-    #[serde(flatten)]
-    pub change: TestChange,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum TestChange {
-    Running {
-        /// The endpoint being probed.
-        target: String,
-    },
-    Passed {
-        summary: TestSummary,
-    },
-    Failed {
-        reason: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        summary: Option<TestSummary>,
-    },
-    Cancelled {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        summary: Option<TestSummary>,
-    },
-}
-
-/// The figures of a finished probe that the Tests pane shows.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct TestSummary {
-    pub requests: u64,
-    pub succeeded: u64,
-    pub latency_p50_ms: Option<f64>,
-    pub ttft_p50_ms: Option<f64>,
-    pub output_tokens_per_s: f64,
-    pub expected_answer_rate: Option<f64>,
-    /// Where the full report was written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub report_file: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProbeEvent {
-    pub ts: DateTime<Utc>,
-    pub test: String,
-    #[serde(flatten)]
-    pub progress: crate::probe::ProbeProgress,
+    /// A test run started, moved a step, reported probe figures, or ended.
+    Run(RunEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,8 +43,29 @@ pub struct EngineEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum EngineEventKind {
-    Started { host: String, version: String },
-    Stopping { reason: String },
+    Started {
+        host: String,
+        version: String,
+        /// Random per engine start: a viewer that sees it change knows the engine restarted.
+        #[serde(default)]
+        epoch: String,
+    },
+    /// Shutdown began: the listed runs were cancelled and their cleanups run, each within the
+    /// cleanup budget; models are stopped after them.
+    CleaningUp {
+        reason: String,
+        runs: Vec<String>,
+    },
+    /// Shutdown stopped waiting for these runs' cleanups (an operator gave up, or the budget
+    /// ran out); what they were cleaning up may still be running.
+    CleanupAbandoned {
+        runs: Vec<String>,
+        reason: String,
+    },
+    /// The models are being stopped.
+    Stopping {
+        reason: String,
+    },
     Stopped,
 }
 
@@ -153,21 +130,6 @@ pub enum ModelChange {
         #[serde(skip_serializing_if = "Option::is_none", default)]
         reason: Option<String>,
     },
-}
-
-impl ModelChange {
-    pub fn state_name(&self) -> &'static str {
-        match self {
-            ModelChange::Starting { .. } => "starting",
-            ModelChange::Ready { .. } => "ready",
-            ModelChange::Unhealthy { .. } => "unhealthy",
-            ModelChange::Crashed { .. } => "crashed",
-            ModelChange::Backoff { .. } => "backoff",
-            ModelChange::Failed { .. } => "failed",
-            ModelChange::Stopping { .. } => "stopping",
-            ModelChange::Stopped { .. } => "stopped",
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

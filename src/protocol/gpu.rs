@@ -1,4 +1,4 @@
-//! GPU samples, GPU events, and the GPU part of the engine state with its reducer.
+//! GPU samples, GPU events, and the GPU part of the state with its reducer.
 
 use std::collections::VecDeque;
 
@@ -104,6 +104,8 @@ pub enum BackendStatus {
         driver_version: Option<String>,
     },
     Simulated,
+    /// The configuration turned monitoring off (`gpu.backend: none`).
+    Off,
     /// No GPUs to show, and why (e.g. the NVML load error).
     None {
         reason: String,
@@ -116,6 +118,7 @@ impl BackendStatus {
             BackendStatus::Starting => "starting",
             BackendStatus::Nvml { .. } => "nvml",
             BackendStatus::Simulated => "simulated",
+            BackendStatus::Off => "off",
             BackendStatus::None { .. } => "none",
         }
     }
@@ -227,7 +230,7 @@ impl GpuState {
                 for h in &mut self.history {
                     h.truncate_front(cap);
                 }
-                if matches!(status, BackendStatus::None { .. }) {
+                if matches!(status, BackendStatus::None { .. } | BackendStatus::Off) {
                     self.gpus.clear();
                     self.history.clear();
                     self.stale = None;
@@ -268,6 +271,13 @@ impl GpuState {
         self.gpus = gpus.to_vec();
         self.sampled_at = Some(ts);
         self.stale = None;
+    }
+
+    /// Drops all but the newest `n` samples of every series (a snapshot's bounded copy).
+    pub fn keep_recent_history(&mut self, n: usize) {
+        for h in &mut self.history {
+            h.truncate_front(n);
+        }
     }
 
     /// The history of the GPU at `pos` in `gpus`.

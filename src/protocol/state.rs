@@ -6,11 +6,10 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::event::{
-    Alert, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent, TestChange, TestEvent, TestSummary,
-};
+use super::event::{Alert, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent};
+use super::gpu::GpuState;
+use super::runs::{RUN_HISTORY, Run, RunChange, RunEvent};
 use crate::config::{Config, ModelConfig, TestKind};
-use crate::gpu::GpuState;
 use crate::logs::{LogBatch, LogSource};
 
 /// How many timeline entries a model keeps (the detail view's "recent events").
@@ -27,6 +26,9 @@ pub struct State {
     #[serde(default)]
     pub log_dir: Option<String>,
     pub running: bool,
+    /// Set once shutdown began: what it still waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<ShutdownStatus>,
     pub models: Vec<ModelStatus>,
     pub gpus: GpuState,
     pub tests: Vec<TestStatus>,
@@ -155,32 +157,30 @@ pub struct TestStatus {
     pub name: String,
     pub kind: TestKind,
     pub model: String,
-    /// Set while the test runs: the live probe figures (none yet before the first).
-    pub running: Option<TestRun>,
-    pub last: Option<TestResult>,
+    /// The run in progress (its cleanup included), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<Run>,
+    /// Finished runs, oldest first, at most [`RUN_HISTORY`].
+    #[serde(default)]
+    pub history: VecDeque<Run>,
 }
 
+impl TestStatus {
+    /// The last finished run.
+    pub fn last(&self) -> Option<&Run> {
+        self.history.back()
+    }
+}
+
+/// What shutdown is waiting for.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct TestRun {
-    pub started: Option<DateTime<Utc>>,
-    pub target: String,
-    pub progress: Option<crate::probe::ProbeProgress>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TestVerdict {
-    Pass,
-    Fail,
-    Cancelled,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TestResult {
-    pub ts: DateTime<Utc>,
-    pub verdict: TestVerdict,
-    pub summary: Option<TestSummary>,
-    pub reason: Option<String>,
+pub struct ShutdownStatus {
+    pub reason: String,
+    /// Runs whose cleanup shutdown waits for (ids); a run leaves this list when it finishes.
+    pub cleaning_up: Vec<String>,
+    /// Runs whose cleanup was given up on (ids).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abandoned: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -218,6 +218,7 @@ impl State {
             config_path,
             log_dir: None,
             running: false,
+            shutdown: None,
             models: config
                 .models
                 .iter()
@@ -231,8 +232,8 @@ impl State {
                     name: t.name.clone(),
                     kind: t.kind,
                     model: t.model.clone(),
-                    running: None,
-                    last: None,
+                    current: None,
+                    history: VecDeque::new(),
                 })
                 .collect(),
             shopper: ShopperStatus { url: config.shopper.url.clone(), health: ShopperHealth::Unknown },
@@ -245,16 +246,54 @@ impl State {
         self.models.iter().find(|m| m.id == id)
     }
 
+    pub fn test(&self, name: &str) -> Option<&TestStatus> {
+        self.tests.iter().find(|t| t.name == name)
+    }
+
+    /// Runs in progress, cleanups included.
+    pub fn running_runs(&self) -> impl Iterator<Item = &Run> {
+        self.tests.iter().filter_map(|t| t.current.as_ref())
+    }
+
+    /// Puts finished runs (reloaded from their reports) into each test's history, oldest first.
+    pub fn load_history(&mut self, runs: impl IntoIterator<Item = Run>) {
+        let mut runs: Vec<Run> = runs.into_iter().collect();
+        runs.sort_by(|a, b| a.started.cmp(&b.started).then_with(|| a.id.cmp(&b.id)));
+        for run in runs {
+            if let Some(t) = self.tests.iter_mut().find(|t| t.name == run.test) {
+                push_bounded(&mut t.history, run, RUN_HISTORY);
+            }
+        }
+    }
+
     /// The reducer.
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::Engine(e) => match &e.kind {
-                EngineEventKind::Started { host, version } => {
+                EngineEventKind::Started { host, version, .. } => {
                     self.host.clone_from(host);
                     self.version.clone_from(version);
                     self.running = true;
                 }
-                EngineEventKind::Stopping { .. } | EngineEventKind::Stopped => self.running = false,
+                EngineEventKind::CleaningUp { reason, runs } => {
+                    self.running = false;
+                    self.shutdown = Some(ShutdownStatus {
+                        reason: reason.clone(),
+                        cleaning_up: runs.clone(),
+                        abandoned: Vec::new(),
+                    });
+                }
+                EngineEventKind::CleanupAbandoned { runs, .. } => {
+                    let shutdown = self.shutdown.get_or_insert_with(ShutdownStatus::default);
+                    shutdown.cleaning_up.retain(|id| !runs.contains(id));
+                    shutdown.abandoned.extend(runs.iter().cloned());
+                }
+                EngineEventKind::Stopping { reason } => {
+                    self.running = false;
+                    self.shutdown
+                        .get_or_insert_with(|| ShutdownStatus { reason: reason.clone(), ..Default::default() });
+                }
+                EngineEventKind::Stopped => self.running = false,
             },
             Event::Model(e) => self.apply_model(e),
             Event::Log(batch) => self.apply_logs(batch),
@@ -263,28 +302,26 @@ impl State {
                 self.join_gpu_memory();
             }
             Event::Alert(a) => push_bounded(&mut self.alerts, a.clone(), ALERTS_LEN),
-            Event::Test(e) => self.apply_test(e),
-            Event::Probe(e) => {
-                if let Some(run) = self.tests.iter_mut().find(|t| t.name == e.test).and_then(|t| t.running.as_mut()) {
-                    run.progress = Some(e.progress.clone());
-                }
-            }
+            Event::Run(e) => self.apply_run(e),
         }
     }
 
-    fn apply_test(&mut self, e: &TestEvent) {
+    fn apply_run(&mut self, e: &RunEvent) {
         let Some(t) = self.tests.iter_mut().find(|t| t.name == e.test) else { return };
-        let (verdict, summary, reason) = match &e.change {
-            TestChange::Running { target } => {
-                t.running = Some(TestRun { started: Some(e.ts), target: target.clone(), progress: None });
-                return;
+        if let RunChange::Started { kind, target, steps } = &e.change {
+            t.current = Some(Run::new(e.run.clone(), e.test.clone(), *kind, e.ts, target.clone(), steps));
+            return;
+        }
+        let Some(run) = t.current.as_mut().filter(|r| r.id == e.run) else { return };
+        run.apply(e.ts, &e.change);
+        if matches!(e.change, RunChange::Finished { .. })
+            && let Some(finished) = t.current.take()
+        {
+            if let Some(shutdown) = &mut self.shutdown {
+                shutdown.cleaning_up.retain(|id| *id != finished.id);
             }
-            TestChange::Passed { summary } => (TestVerdict::Pass, Some(summary.clone()), None),
-            TestChange::Failed { reason, summary } => (TestVerdict::Fail, summary.clone(), Some(reason.clone())),
-            TestChange::Cancelled { summary } => (TestVerdict::Cancelled, summary.clone(), None),
-        };
-        t.running = None;
-        t.last = Some(TestResult { ts: e.ts, verdict, summary, reason });
+            push_bounded(&mut t.history, finished, RUN_HISTORY);
+        }
     }
 
     fn apply_model(&mut self, e: &ModelEvent) {
@@ -388,7 +425,7 @@ fn push_bounded<T>(queue: &mut VecDeque<T>, item: T, cap: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{HealthMode, ModelChange, ModelEvent};
+    use crate::protocol::{HealthMode, ModelChange, ModelEvent};
 
     fn model_event(change: ModelChange) -> Event {
         Event::Model(ModelEvent { ts: chrono::Utc::now(), model: "m".into(), change })

@@ -10,10 +10,10 @@ use chrono::Utc;
 use tokio::sync::oneshot;
 
 use super::oom::OomWatch;
-use crate::engine::Event;
 use crate::logs::file::RotatingFile;
 use crate::logs::level::parse_level;
 use crate::logs::{LogBatch, LogLine, LogSource, Stream};
+use crate::protocol::Event;
 
 /// Longest line kept; the rest is cut and the line marked truncated.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;

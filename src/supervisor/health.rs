@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::engine::HealthMode;
+use crate::protocol::HealthMode;
 
 /// How a server answered one round of checks.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,9 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::process::RUN_ID_ENV;
-use super::registry::proc_stat;
-use crate::gpu::cli::MODEL_ID_ENV;
+use crate::util::procfs::{self, MODEL_ID_ENV, RUN_ID_ENV};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Entry {
@@ -43,7 +41,7 @@ impl Ledger {
         let dir = state_dir.join("ledger");
         fs::create_dir_all(&dir)?;
         let me = std::process::id();
-        let ticks = proc_stat(me).map(|s| s.start_ticks).unwrap_or(0);
+        let ticks = procfs::stat(me).map(|s| s.start_ticks).unwrap_or(0);
         // Several engines may run in one process (tests do): each gets its own id.
         static ENGINES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -112,18 +110,18 @@ fn kill_all(marked: Vec<(u32, String)>) -> Vec<Leftover> {
     let mut ended = Vec::new();
     for (pid, run_id) in marked {
         // Read the command line first: after SIGKILL it is gone.
-        let command = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
+        let command = procfs::cmdline(pid);
         if let Ok(raw) = i32::try_from(pid)
             && kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok()
         {
-            ended.push(Leftover { pid, run_id, command: command.trim().to_owned() });
+            ended.push(Leftover { pid, run_id, command });
         }
     }
     ended
 }
 
 fn owner_alive(entry: &Entry) -> bool {
-    proc_stat(entry.owner_pid).is_some_and(|s| s.start_ticks == entry.owner_start_ticks)
+    procfs::stat(entry.owner_pid).is_some_and(|s| s.start_ticks == entry.owner_start_ticks)
 }
 
 /// PIDs whose environment carries one of the run ids and satisfies `also`.
@@ -132,11 +130,9 @@ fn processes_marked_with<'a>(
     also: impl Fn(&[u8]) -> bool,
 ) -> Vec<(u32, String)> {
     let markers: Vec<(String, String)> = run_ids.map(|id| (format!("{RUN_ID_ENV}={id}"), id.to_owned())).collect();
-    let Ok(procs) = fs::read_dir("/proc") else { return Vec::new() };
     let mut found = Vec::new();
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(environ) = fs::read(p.path().join("environ")) else { continue };
+    for pid in procfs::pids() {
+        let Some(environ) = procfs::environ(pid) else { continue };
         let run = environ.split(|b| *b == 0).find_map(|var| markers.iter().find(|(m, _)| m.as_bytes() == var));
         if let Some((_, id)) = run
             && also(&environ)

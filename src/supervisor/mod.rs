@@ -9,7 +9,6 @@ mod model;
 pub mod oom;
 pub mod policy;
 mod process;
-mod registry;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,10 +18,10 @@ use color_eyre::eyre::{Result, WrapErr};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-pub use registry::ModelProcesses;
-
-use crate::engine::{Alert, Command, CommandError, EngineOptions, Event, EventSink, Severity};
+use crate::config::Config;
 use crate::logs::file::RotatingFile;
+use crate::protocol::{Alert, Answer, Command, CommandError, Event, EventSink, Severity};
+use crate::util::procfs::ModelProcesses;
 use model::{ModelTask, Request, Shared};
 
 pub struct Supervisor {
@@ -41,19 +40,33 @@ pub struct SupervisorHandle {
     models: BTreeMap<String, mpsc::Sender<Request>>,
 }
 
+/// Where the supervisor keeps its files.
+#[derive(Debug, Clone)]
+pub struct SupervisorDirs {
+    /// Model logs.
+    pub log_dir: std::path::PathBuf,
+    /// The instance lock and the PID ledger.
+    pub state_dir: std::path::PathBuf,
+}
+
 impl Supervisor {
-    pub async fn start(opts: &EngineOptions, events: EventSink, processes: ModelProcesses) -> Result<Self> {
-        let instance = match instance::InstanceLock::acquire(&opts.state_dir) {
+    pub async fn start(
+        config: &Config,
+        dirs: &SupervisorDirs,
+        events: EventSink,
+        processes: ModelProcesses,
+    ) -> Result<Self> {
+        let instance = match instance::InstanceLock::acquire(&dirs.state_dir) {
             Ok(lock) => lock,
             Err(instance::LockError::AlreadyRunning(held)) => return Err(held.into()),
             Err(instance::LockError::Io(e)) => {
-                return Err(e).wrap_err_with(|| format!("locking the state directory {}", opts.state_dir.display()));
+                return Err(e).wrap_err_with(|| format!("locking the state directory {}", dirs.state_dir.display()));
             }
         };
-        let ledger = ledger::Ledger::open(&opts.state_dir)
-            .wrap_err_with(|| format!("recording this run in the PID ledger under {}", opts.state_dir.display()))?;
+        let ledger = ledger::Ledger::open(&dirs.state_dir)
+            .wrap_err_with(|| format!("recording this run in the PID ledger under {}", dirs.state_dir.display()))?;
         let leftovers = {
-            let (dir, run_id) = (opts.state_dir.clone(), ledger.run_id().to_owned());
+            let (dir, run_id) = (dirs.state_dir.clone(), ledger.run_id().to_owned());
             // Scans /proc: not on the async runtime.
             tokio::task::spawn_blocking(move || ledger::sweep(&dir, &run_id)).await.unwrap_or_default()
         };
@@ -61,18 +74,18 @@ impl Supervisor {
 
         let spawner = process::Spawner::start().wrap_err("starting the process spawner thread")?;
         let shared = Shared { events, processes, spawner, run_id: ledger.run_id().to_owned() };
-        let max_bytes = opts.config.logs.max_file_mb.saturating_mul(1024 * 1024);
-        let keep = opts.config.logs.keep_files as usize;
+        let max_bytes = config.logs.max_file_mb.saturating_mul(1024 * 1024);
+        let keep = config.logs.keep_files as usize;
         let mut tasks = JoinSet::new();
         let mut models = BTreeMap::new();
-        for cfg in &opts.config.models {
-            let file = RotatingFile::open(&opts.log_dir, &cfg.id, max_bytes, keep)
-                .wrap_err_with(|| format!("opening the log file of {} in {}", cfg.id, opts.log_dir.display()))?;
+        for cfg in &config.models {
+            let file = RotatingFile::open(&dirs.log_dir, &cfg.id, max_bytes, keep)
+                .wrap_err_with(|| format!("opening the log file of {} in {}", cfg.id, dirs.log_dir.display()))?;
             let (tx, rx) = mpsc::channel(16);
             tasks.spawn(ModelTask::new(cfg.clone(), shared.clone(), file).run(rx));
             models.insert(cfg.id.clone(), tx);
         }
-        let max_stop_timeout = opts.config.models.iter().map(|m| m.stop_timeout_s).max().unwrap_or_default();
+        let max_stop_timeout = config.models.iter().map(|m| m.stop_timeout_s).max().unwrap_or_default();
         Ok(Self {
             handle: SupervisorHandle { models },
             tasks,
@@ -121,12 +134,12 @@ impl Supervisor {
 impl SupervisorHandle {
     /// Queues a command for its model at once (in the order called), for the answer to be
     /// awaited elsewhere.
-    pub fn enqueue(&self, command: Command) -> Result<crate::engine::Answer, CommandError> {
+    pub fn enqueue(&self, command: Command) -> Result<Answer, CommandError> {
         let (id, make): (&str, fn(model::Reply) -> Request) = match &command {
             Command::StartModel { model } => (model, Request::Start),
             Command::StopModel { model } => (model, Request::Stop),
             Command::RestartModel { model } => (model, Request::Restart),
-            Command::RunTest { .. } | Command::CancelTest { .. } => {
+            _ => {
                 return Err(CommandError::new("tests are not the supervisor's to run"));
             }
         };

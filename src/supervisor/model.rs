@@ -17,11 +17,11 @@ use super::health::{CheckOutcome, HealthChecker};
 use super::oom::OomWatch;
 use super::policy::{Decision, ExitCause, decide};
 use super::process::{LeaderExit, SpawnSpec, Spawned, Spawner, signal_group};
-use super::registry::ModelProcesses;
 use crate::config::{ModelConfig, RestartPolicy};
-use crate::engine::{Ack, CommandError, Event, EventSink, HealthMode, ModelChange, ModelEvent};
 use crate::logs::file::RotatingFile;
 use crate::logs::{Level, LogBatch, LogLine, LogSource, Stream};
+use crate::protocol::{Ack, CommandError, Event, EventSink, HealthMode, ModelChange, ModelEvent};
+use crate::util::procfs::ModelProcesses;
 
 /// How often readiness is polled while a model starts.
 const STARTUP_POLL: Duration = Duration::from_millis(250);
@@ -607,8 +607,7 @@ fn crash_reason(
 
 /// Polls readiness every [`STARTUP_POLL`] until ready, then health every `interval_s`.
 async fn probe_loop(cfg: ModelConfig, out: mpsc::Sender<CheckOutcome>) {
-    let api_key =
-        cfg.api_key_env.as_ref().and_then(|var| cfg.env.get(var).cloned().or_else(|| std::env::var(var).ok()));
+    let api_key = cfg.api_key();
     let mut checker = match HealthChecker::new(&cfg.base_url(), &cfg.health.path, api_key, cfg.health.timeout_s) {
         Ok(c) => c,
         Err(e) => {

@@ -15,8 +15,7 @@ use nix::unistd::Pid;
 use process_wrap::std::{ChildWrapper, CommandWrap, ProcessGroup};
 use tokio::sync::oneshot;
 
-/// Marks every process llmdeck starts, so a later run can prove leftovers are ours.
-pub const RUN_ID_ENV: &str = "LLMDECK_RUN_ID";
+use crate::util::procfs::{MODEL_ID_ENV, RUN_ID_ENV};
 
 #[derive(Debug, Clone)]
 pub struct SpawnSpec {
@@ -97,7 +96,7 @@ fn spawn_group(spec: SpawnSpec) -> io::Result<Spawned> {
         c.args(&spec.args)
             .envs(&spec.env)
             .env(RUN_ID_ENV, &spec.run_id)
-            .env(crate::gpu::cli::MODEL_ID_ENV, &spec.model_id)
+            .env(MODEL_ID_ENV, &spec.model_id)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -208,8 +207,7 @@ mod tests {
     }
 
     fn process_state(pid: u32) -> Option<char> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next())
+        crate::util::procfs::stat(pid).map(|s| s.state)
     }
 
     #[tokio::test]

@@ -7,10 +7,14 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyEvent, KeyEventKind};
 
+use super::Exit;
+use super::gpus_pane::GpusPane;
 use super::keymap::{Action, Pane, action_for};
 use super::logs_view::{LogEffect, LogView, LogViewOutcome};
-use crate::engine::{Command, Event, ModelClocks, ModelState, Severity, Snapshot, State};
+use super::models_pane::ModelsPane;
+use super::tests_pane::TestsPane;
 use crate::logs::LogSource;
+use crate::protocol::{Clocks, Command, Event, LinkStatus, ModelState, Severity, Snapshot, State};
 
 /// How long a message in the footer stays.
 const TOAST_FOR: Duration = Duration::from_secs(5);
@@ -22,6 +26,8 @@ pub enum Overlay {
     Confirm(Confirm),
     ModelDetail(String),
     GpuDetail(usize),
+    /// A finished run of a test, from its history: (test, run id).
+    RunDetail(String, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +35,14 @@ pub enum Confirm {
     Stop(String),
     Restart(String),
     CancelTest(String),
-    Quit { active_models: usize, running_tests: usize },
+    Quit {
+        active_models: usize,
+        running_tests: usize,
+    },
+    /// Shutdown waits for cleanups; `what` keeps running if the operator stops waiting.
+    AbandonCleanups {
+        what: String,
+    },
 }
 
 /// How every question is answered; shown under it (also on a too-small screen).
@@ -41,6 +54,7 @@ impl Confirm {
             Confirm::Stop(id) => format!("Stop {id}?"),
             Confirm::Restart(id) => format!("Restart {id}?"),
             Confirm::CancelTest(name) => format!("Cancel the running test {name}?"),
+            Confirm::AbandonCleanups { what } => format!("Stop waiting for the cleanup? {what}"),
             Confirm::Quit { active_models, running_tests } => {
                 let mut lost = Vec::new();
                 match active_models {
@@ -61,17 +75,47 @@ impl Confirm {
     }
 }
 
+/// The first 8 characters of an id, with an ellipsis if cut.
+pub fn short_id(id: &str) -> String {
+    match id.char_indices().nth(8) {
+        Some((at, _)) => format!("{}…", &id[..at]),
+        None => id.to_owned(),
+    }
+}
+
 fn capitalised(text: &str) -> String {
     let mut chars = text.chars();
     chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+/// What a pane asks the app to do after one of its keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reaction {
+    Nothing,
+    Send(Command),
+    Overlay(Overlay),
+    ShowLogs(LogSource),
+    Toast(String, Severity),
 }
 
 /// Work for the event loop.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Send(Command),
-    Quit,
+    /// End the TUI (after the cleanups of running tests, when the engine is in this process).
+    Quit(Exit),
+    /// Stop waiting for the cleanups still running.
+    AbandonCleanups,
     Log(LogEffect),
+}
+
+/// Quitting, waiting on screen for the cleanups of the runs that were going.
+#[derive(Debug, Clone)]
+pub struct CleanupWait {
+    pub exit: Exit,
+    pub since: Instant,
+    /// The operator stopped waiting.
+    pub abandoned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -94,14 +138,18 @@ pub struct App {
     pub focus: Pane,
     pub zoomed: bool,
     pub overlay: Overlay,
-    pub models_selected: usize,
-    pub gpus_selected: usize,
-    pub tests_selected: usize,
+    pub models: ModelsPane,
+    pub gpus: GpusPane,
+    pub tests: TestsPane,
     pub logs: LogView,
     pub toast: Option<Toast>,
-    /// When this viewer learned of each model's current state: uptimes and countdowns count on
-    /// from here, never from the engine's clock.
-    pub clocks: ModelClocks,
+    /// When this viewer learned of each model's current state and each run's steps: uptimes,
+    /// countdowns and durations count on from here, never from the engine's clock.
+    pub clocks: Clocks,
+    /// Whether this viewer sees the engine (a banner says when it does not).
+    pub link: LinkStatus,
+    /// Set once quitting waits for cleanups.
+    pub cleanup_wait: Option<CleanupWait>,
     /// First line shown of the help overlay (it scrolls on small terminals).
     pub help_scroll: usize,
     /// Lines per source this viewer never received (it fell behind), already counted.
@@ -112,19 +160,21 @@ impl App {
     pub fn new(snapshot: Snapshot, origin: Origin, ring_lines: usize) -> Self {
         let mut logs = LogView::new(ring_lines);
         logs.seed(&snapshot.log_tail);
-        let clocks = ModelClocks::from_snapshot(&snapshot);
+        let clocks = Clocks::from_state(&snapshot.state);
         Self {
             state: snapshot.state,
             origin,
             focus: Pane::Models,
             zoomed: false,
             overlay: Overlay::None,
-            models_selected: 0,
-            gpus_selected: 0,
-            tests_selected: 0,
+            models: ModelsPane::default(),
+            gpus: GpusPane::default(),
+            tests: TestsPane::default(),
             logs,
             toast: None,
             clocks,
+            link: LinkStatus::Connected,
+            cleanup_wait: None,
             help_scroll: 0,
             log_gaps: HashMap::new(),
         }
@@ -133,11 +183,9 @@ impl App {
     /// Folds one engine event into this viewer.
     pub fn on_event(&mut self, event: &Event) {
         self.state.apply(event);
+        self.clocks.on_event(event, Instant::now());
         match event {
             Event::Log(batch) => self.logs.push_batch(batch),
-            Event::Model(m) => {
-                self.clocks.on_model_event(m, Instant::now());
-            }
             Event::Gpu(_) => self.clamp_selections(),
             _ => {}
         }
@@ -146,10 +194,9 @@ impl App {
     /// Keeps every selection on an existing row when a list got shorter (a GPU fell off the
     /// bus, a daemon restarted with fewer models).
     fn clamp_selections(&mut self) {
-        let last = |len: usize| len.saturating_sub(1);
-        self.models_selected = self.models_selected.min(last(self.state.models.len()));
-        self.gpus_selected = self.gpus_selected.min(last(self.state.gpus.gpus.len()));
-        self.tests_selected = self.tests_selected.min(last(self.state.tests.len()));
+        self.models.selection.clamp(self.state.models.len());
+        self.gpus.selection.clamp(self.state.gpus.gpus.len());
+        self.tests.selection.clamp(self.state.tests.len());
     }
 
     /// After falling behind: start again from a fresh snapshot, counting what was missed.
@@ -163,7 +210,7 @@ impl App {
             missed += gap;
         }
         self.logs.note_lagged(missed);
-        self.clocks = ModelClocks::from_snapshot(&snapshot);
+        self.clocks = Clocks::from_state(&snapshot.state);
         self.state = snapshot.state;
         self.clamp_selections();
     }
@@ -186,16 +233,64 @@ impl App {
     }
 
     pub fn running_tests(&self) -> usize {
-        self.state.tests.iter().filter(|t| t.running.is_some()).count()
+        self.state.running_runs().count()
     }
 
-    pub fn selected_model(&self) -> Option<&crate::engine::ModelStatus> {
-        self.state.models.get(self.models_selected)
+    /// Quitting waits for the cleanups of the runs going now.
+    pub fn wait_for_cleanups(&mut self, exit: Exit) {
+        self.cleanup_wait = Some(CleanupWait { exit, since: Instant::now(), abandoned: false });
+        self.overlay = Overlay::None;
+        self.zoomed = false;
+    }
+
+    /// How the TUI ends once the cleanups it waits for are over (or given up on).
+    pub fn finished_shutdown(&self) -> Option<Exit> {
+        let wait = self.cleanup_wait.as_ref()?;
+        (wait.abandoned || self.running_tests() == 0 || self.link != LinkStatus::Connected).then(|| wait.exit.clone())
+    }
+
+    /// A signal to stop: the TUI's exit, or `None` if it asks first (a second signal while
+    /// cleanups run asks before giving up on them).
+    pub fn on_signal(&mut self, name: &'static str) -> Option<Exit> {
+        if self.cleanup_wait.is_some() {
+            self.ask_to_abandon();
+            return None;
+        }
+        Some(Exit::Signal(name))
+    }
+
+    fn ask_to_abandon(&mut self) {
+        self.overlay = Overlay::Confirm(Confirm::AbandonCleanups { what: self.what_keeps_running() });
+    }
+
+    /// What stays behind if the cleanups are given up on, with its price where known.
+    pub fn what_keeps_running(&self) -> String {
+        let mut parts = Vec::new();
+        for run in self.state.running_runs() {
+            let step = run.current_step().map(|(_, s)| s.name.clone()).unwrap_or_else(|| "its cleanup".into());
+            match &run.session {
+                Some(session) => parts.push(format!(
+                    "{}: session {} keeps running at ${:.2}/h",
+                    run.test,
+                    short_id(&session.id),
+                    session.price_per_hour
+                )),
+                None => parts.push(format!("{}: {step} keeps running", run.test)),
+            }
+        }
+        if parts.is_empty() { "Nothing is left running.".into() } else { format!("{}.", parts.join("; ")) }
+    }
+
+    pub fn selected_model(&self) -> Option<&crate::protocol::ModelStatus> {
+        self.models.selected(&self.state)
     }
 
     pub fn on_key(&mut self, key: KeyEvent) -> Vec<Effect> {
         if key.kind == KeyEventKind::Release {
             return Vec::new();
+        }
+        if self.cleanup_wait.is_some() {
+            return self.on_key_while_cleaning_up(key);
         }
         if !matches!(self.overlay, Overlay::None) {
             return self.on_overlay_key(key);
@@ -213,6 +308,25 @@ impl App {
             None if self.focus == Pane::Logs => self.forward_to_logs(key),
             None => Vec::new(),
         }
+    }
+
+    /// Only one question is left while shutdown waits: stop waiting?
+    fn on_key_while_cleaning_up(&mut self, key: KeyEvent) -> Vec<Effect> {
+        use crossterm::event::KeyCode;
+        if let Overlay::Confirm(Confirm::AbandonCleanups { .. }) = &self.overlay {
+            self.overlay = Overlay::None;
+            if matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter) {
+                if let Some(wait) = &mut self.cleanup_wait {
+                    wait.abandoned = true;
+                }
+                return vec![Effect::AbandonCleanups];
+            }
+            return Vec::new();
+        }
+        if matches!(action_for(key, self.focus), Some(Action::Quit | Action::ForceQuit)) {
+            self.ask_to_abandon();
+        }
+        Vec::new()
     }
 
     fn forward_to_logs(&mut self, key: KeyEvent) -> Vec<Effect> {
@@ -271,9 +385,8 @@ impl App {
             Confirm::Stop(model) => vec![Effect::Send(Command::StopModel { model })],
             Confirm::Restart(model) => vec![Effect::Send(Command::RestartModel { model })],
             Confirm::CancelTest(test) => vec![Effect::Send(Command::CancelTest { test })],
-            Confirm::Quit { .. } => {
-                vec![Effect::Quit]
-            }
+            Confirm::Quit { .. } => vec![Effect::Quit(Exit::Quit)],
+            Confirm::AbandonCleanups { .. } => vec![Effect::AbandonCleanups],
         }
     }
 
@@ -287,110 +400,50 @@ impl App {
                 self.help_scroll = 0;
                 self.overlay = Overlay::Help;
             }
+            Action::Close if self.focus == Pane::Tests && self.tests.history.is_some() => {
+                self.tests.history = None;
+            }
             Action::Close => {
                 if self.zoomed {
                     self.zoomed = false;
                 }
             }
             Action::ForceQuit if matches!(self.overlay, Overlay::Confirm(Confirm::Quit { .. })) => {
-                return vec![Effect::Quit];
+                return vec![Effect::Quit(Exit::Quit)];
             }
             Action::Quit | Action::ForceQuit => {
                 let (active_models, running_tests) = (self.active_models(), self.running_tests());
                 if active_models + running_tests > 0 {
                     self.overlay = Overlay::Confirm(Confirm::Quit { active_models, running_tests });
                 } else {
-                    return vec![Effect::Quit];
+                    return vec![Effect::Quit(Exit::Quit)];
                 }
             }
-            Action::Up | Action::Down | Action::Top | Action::Bottom | Action::PageUp | Action::PageDown => {
-                self.move_selection(action)
-            }
-            Action::Detail => self.open_detail(),
-            Action::StartModel => {
-                if let Some(m) = self.selected_model() {
-                    return vec![Effect::Send(Command::StartModel { model: m.id.clone() })];
-                }
-            }
-            Action::StopModel => {
-                if let Some(m) = self.selected_model() {
-                    self.overlay = Overlay::Confirm(Confirm::Stop(m.id.clone()));
-                }
-            }
-            Action::RestartModel => {
-                if let Some(m) = self.selected_model() {
-                    self.overlay = Overlay::Confirm(Confirm::Restart(m.id.clone()));
-                }
-            }
-            Action::ShowLogs => self.show_logs_of_selection(),
-            Action::RunTest => {
-                if let Some(t) = self.state.tests.get(self.tests_selected) {
-                    return vec![Effect::Send(Command::RunTest { test: t.name.clone() })];
-                }
-            }
-            Action::CancelTest => {
-                let running = self.state.tests.iter().find(|t| t.running.is_some());
-                match running {
-                    Some(t) => self.overlay = Overlay::Confirm(Confirm::CancelTest(t.name.clone())),
-                    None => self.show_toast("no test is running", Severity::Warning),
-                }
-            }
+            other => return self.on_pane_action(other),
         }
         Vec::new()
     }
 
-    fn list_len(&self) -> usize {
-        match self.focus {
-            Pane::Models => self.state.models.len(),
-            Pane::Gpus => self.state.gpus.gpus.len(),
-            Pane::Tests => self.state.tests.len(),
-            Pane::Logs => 0,
-        }
-    }
-
-    fn move_selection(&mut self, action: Action) {
-        let len = self.list_len();
-        let selected = match self.focus {
-            Pane::Models => &mut self.models_selected,
-            Pane::Gpus => &mut self.gpus_selected,
-            Pane::Tests => &mut self.tests_selected,
-            Pane::Logs => return,
+    /// Actions the focused pane handles itself (moving, detail, its own commands).
+    fn on_pane_action(&mut self, action: Action) -> Vec<Effect> {
+        let reaction = match self.focus {
+            Pane::Models => self.models.on_action(action, &self.state),
+            Pane::Gpus => self.gpus.on_action(action, &self.state),
+            Pane::Tests => self.tests.on_action(action, &self.state),
+            Pane::Logs => None,
         };
-        let last = len.saturating_sub(1);
-        *selected = match action {
-            Action::Up => selected.saturating_sub(1),
-            Action::Down => (*selected + 1).min(last),
-            Action::Top => 0,
-            Action::Bottom => last,
-            Action::PageUp => selected.saturating_sub(10),
-            Action::PageDown => (*selected + 10).min(last),
-            _ => *selected,
-        };
-    }
-
-    fn open_detail(&mut self) {
-        match self.focus {
-            Pane::Models => {
-                if let Some(m) = self.selected_model() {
-                    self.overlay = Overlay::ModelDetail(m.id.clone());
-                }
+        match reaction.unwrap_or(Reaction::Nothing) {
+            Reaction::Nothing => {}
+            Reaction::Send(command) => return vec![Effect::Send(command)],
+            Reaction::Overlay(overlay) => self.overlay = overlay,
+            Reaction::ShowLogs(source) => {
+                self.logs.set_source_filter(Some(source));
+                self.logs.follow();
+                self.focus = Pane::Logs;
             }
-            Pane::Gpus if !self.state.gpus.gpus.is_empty() => self.overlay = Overlay::GpuDetail(self.gpus_selected),
-            _ => {}
+            Reaction::Toast(text, severity) => self.show_toast(text, severity),
         }
-    }
-
-    fn show_logs_of_selection(&mut self) {
-        let source = match self.focus {
-            Pane::Models => self.selected_model().map(|m| LogSource::Model(m.id.clone())),
-            Pane::Tests => self.state.tests.get(self.tests_selected).map(|t| LogSource::Test(t.name.clone())),
-            _ => None,
-        };
-        if let Some(source) = source {
-            self.logs.set_source_filter(Some(source));
-            self.logs.follow();
-            self.focus = Pane::Logs;
-        }
+        Vec::new()
     }
 
     /// Anything on screen that moves by itself (spinners, countdowns)?
@@ -399,7 +452,8 @@ impl App {
             .models
             .iter()
             .any(|m| matches!(m.state, ModelState::Starting | ModelState::Backoff | ModelState::Stopping))
-            || self.state.tests.iter().any(|t| t.running.is_some())
+            || self.running_tests() > 0
+            || self.cleanup_wait.is_some()
     }
 }
 
@@ -408,7 +462,7 @@ mod tests {
     use crossterm::event::{KeyCode, KeyModifiers};
 
     use super::*;
-    use crate::engine::TestRun;
+    use crate::tui::widgets::Selection;
 
     fn app(models_running: usize, test_running: bool) -> App {
         let yaml = "models:\n  - { id: a, command: x, port: 9001 }\n  - { id: b, command: x, port: 9002 }\n\
@@ -419,9 +473,20 @@ mod tests {
             m.state = ModelState::Ready;
         }
         if test_running {
-            state.tests[0].running = Some(TestRun::default());
+            state.tests[0].current = Some(crate::protocol::Run::new(
+                "r1".into(),
+                "t".into(),
+                crate::config::TestKind::Local,
+                chrono::Utc::now(),
+                "http://127.0.0.1:9001".into(),
+                &["probe".into()],
+            ));
         }
-        App::new(Snapshot { state, log_tail: Default::default() }, Origin { mode: "test".into() }, 100)
+        App::new(snapshot(state), Origin { mode: "test".into() }, 100)
+    }
+
+    fn snapshot(state: State) -> Snapshot {
+        Snapshot { state, log_tail: Default::default(), seq: 0, epoch: "e".into() }
     }
 
     fn press(app: &mut App, code: KeyCode) -> Vec<Effect> {
@@ -435,19 +500,19 @@ mod tests {
     #[test]
     fn selections_stay_on_rows_that_exist() {
         let mut app = app(0, false);
-        app.models_selected = 1;
-        app.tests_selected = 5;
-        let mut snapshot = Snapshot { state: app.state.clone(), log_tail: Default::default() };
+        app.models.selection = crate::tui::widgets::Selection::at(1);
+        app.tests.selection = crate::tui::widgets::Selection::at(5);
+        let mut snapshot = snapshot(app.state.clone());
         snapshot.state.models.truncate(1);
         app.resync(snapshot);
-        assert_eq!((app.models_selected, app.tests_selected), (0, 0));
+        assert_eq!((app.models.selection, app.tests.selection), (Selection::at(0), Selection::at(0)));
         assert_eq!(app.selected_model().map(|m| m.id.as_str()), Some("a"));
     }
 
     #[test]
     fn quitting_with_nothing_running_needs_no_question() {
-        assert_eq!(press(&mut app(0, false), KeyCode::Char('q')), [Effect::Quit]);
-        assert_eq!(ctrl_c(&mut app(0, false)), [Effect::Quit]);
+        assert_eq!(press(&mut app(0, false), KeyCode::Char('q')), [Effect::Quit(Exit::Quit)]);
+        assert_eq!(ctrl_c(&mut app(0, false)), [Effect::Quit(Exit::Quit)]);
     }
 
     #[test]
@@ -456,7 +521,7 @@ mod tests {
         assert!(ctrl_c(&mut app).is_empty());
         let Overlay::Confirm(question) = &app.overlay else { panic!("no question: {:?}", app.overlay) };
         assert_eq!(question.question(), "Quit? 2 running models will be stopped.");
-        assert_eq!(ctrl_c(&mut app), [Effect::Quit]);
+        assert_eq!(ctrl_c(&mut app), [Effect::Quit(Exit::Quit)]);
     }
 
     #[test]

@@ -12,15 +12,42 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline, Wrap};
 
 use super::theme::Theme;
-use crate::gpu::{BackendStatus, EnergySource, GpuHistory, GpuSample, GpuState};
+use crate::protocol::{BackendStatus, EnergySource, GpuHistory, GpuSample, GpuState};
 
-const GIB: f64 = (1u64 << 30) as f64;
+use crate::util::fmt_gib;
 /// Sparkline levels: the lowest still shows, so "near zero" differs from N/A (`·`).
 const SPARK: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 const PARTIAL: [&str; 8] = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"];
 
 /// Draws the pane inside `area`. `selected` is a position in `gpus.gpus`; it is marked when the
 /// pane is focused.
+/// The pane's own state: which GPU is selected.
+#[derive(Debug, Clone, Default)]
+pub struct GpusPane {
+    pub selection: super::widgets::Selection,
+}
+
+impl GpusPane {
+    /// The pane's own keys; `None` if it has none for `action`.
+    pub fn on_action(
+        &mut self,
+        action: super::keymap::Action,
+        state: &crate::protocol::State,
+    ) -> Option<super::app::Reaction> {
+        use super::app::{Overlay, Reaction};
+        let len = state.gpus.gpus.len();
+        if self.selection.apply(action, len) {
+            return Some(Reaction::Nothing);
+        }
+        match action {
+            super::keymap::Action::Detail if len > 0 => {
+                Some(Reaction::Overlay(Overlay::GpuDetail(self.selection.index(len))))
+            }
+            _ => None,
+        }
+    }
+}
+
 pub fn render(frame: &mut Frame, area: Rect, gpus: &GpuState, theme: &Theme, focused: bool, selected: usize) {
     if area.width == 0 || area.height == 0 {
         return;
@@ -35,9 +62,10 @@ pub fn render(frame: &mut Frame, area: Rect, gpus: &GpuState, theme: &Theme, foc
 
 fn render_empty(frame: &mut Frame, area: Rect, gpus: &GpuState, theme: &Theme) {
     let lines = match &gpus.backend {
-        BackendStatus::None { reason } if reason == crate::gpu::MONITORING_OFF => {
-            vec![Line::from(Span::styled("No GPUs shown", theme.dim())), Line::from(reason.clone())]
-        }
+        BackendStatus::Off => vec![
+            Line::from(Span::styled("No GPUs shown", theme.dim())),
+            Line::from("GPU monitoring is off (gpu.backend: none; `auto` uses NVML when the driver is there)"),
+        ],
         BackendStatus::None { reason } => vec![
             Line::from(Span::styled("No GPUs shown", theme.warn())),
             Line::from(reason.clone()),
@@ -283,7 +311,7 @@ impl Columns {
         let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
         let room = self.width.saturating_sub(used + 1);
         let holders = holder_names(g);
-        let trouble = throttle_words(g).map(|w| format!("⚠{w} ")).unwrap_or_default();
+        let trouble = throttle_summary(g).map(|w| format!("⚠{w} ")).unwrap_or_default();
         let tail = format!("{trouble}{holders}");
         if room > 2 && !tail.is_empty() {
             spans.push(Span::raw(" "));
@@ -388,14 +416,14 @@ fn memory_style(g: &GpuSample, theme: &Theme) -> Style {
 
 fn memory_text(g: &GpuSample) -> String {
     match (g.memory_used_bytes, g.memory_total_bytes) {
-        (Some(u), Some(t)) => format!("{:.1}/{:.1}G", u as f64 / GIB, t as f64 / GIB),
-        (Some(u), None) => format!("{:.1}G", u as f64 / GIB),
+        (Some(u), Some(t)) => format!("{}/{}G", fmt_gib(u), fmt_gib(t)),
+        (Some(u), None) => format!("{}G", fmt_gib(u)),
         _ => "mem N/A".into(),
     }
 }
 
 fn gib(bytes: Option<u64>) -> String {
-    bytes.map_or_else(|| "N/A".into(), |b| format!("{:.1}G", b as f64 / GIB))
+    bytes.map_or_else(|| "N/A".into(), |b| format!("{}G", crate::util::fmt_gib(b)))
 }
 
 /// `qwen-7b 57.1G · pid 5151 N/A`: memory per model (summed), then unknown processes.
@@ -439,7 +467,7 @@ fn holder_names(g: &GpuSample) -> String {
 }
 
 /// Throttle reasons that mean something is wrong (idle is normal).
-fn throttle_words(g: &GpuSample) -> Option<String> {
+fn throttle_summary(g: &GpuSample) -> Option<String> {
     let words: Vec<&str> = g.throttle_reasons.as_ref()?.iter().map(String::as_str).filter(|w| *w != "idle").collect();
     (!words.is_empty()).then(|| words.join(", "))
 }
@@ -448,7 +476,7 @@ fn trouble_span(g: &GpuSample, state: &GpuState, theme: &Theme) -> Option<Span<'
     if let Some(x) = state.xids_of(g.index).next() {
         return Some(Span::styled(format!("✖ Xid {}: {}", x.xid, x.meaning), theme.bad()));
     }
-    throttle_words(g).map(|w| Span::styled(format!("throttle: {w}"), theme.warn()))
+    throttle_summary(g).map(|w| Span::styled(format!("throttle: {w}"), theme.warn()))
 }
 
 /// Xid count (bad news first), energy since start, backend; parts that do not fit are left out.
@@ -555,6 +583,7 @@ fn backend_text(b: &BackendStatus) -> String {
         BackendStatus::Simulated => "simulated".into(),
         BackendStatus::Starting => "starting".into(),
         BackendStatus::None { .. } => "no backend".into(),
+        BackendStatus::Off => "off".into(),
     }
 }
 
@@ -610,7 +639,7 @@ fn detail_info(g: &GpuSample, gpus: &GpuState, theme: &Theme) -> Vec<Line<'stati
         Some(w) if w.is_empty() => "none".to_owned(),
         Some(w) => w.join(", "),
     };
-    let style = if throttle_words(g).is_some() { theme.warn() } else { Style::new() };
+    let style = if throttle_summary(g).is_some() { theme.warn() } else { Style::new() };
     lines.push(Line::from(vec![
         Span::styled(format!("{:<14}", "throttle"), theme.dim()),
         Span::styled(throttle, style),

@@ -63,6 +63,8 @@ pub enum Action {
     ShowLogs,
     RunTest,
     CancelTest,
+    /// The selected test's last runs (and back).
+    History,
 }
 
 /// Where a binding applies.
@@ -187,6 +189,13 @@ pub const BINDINGS: &[Binding] = &[
         help: "logs of the selected test",
         footer: Some("l logs"),
     },
+    Binding {
+        keys: "h",
+        action: Some(Action::History),
+        scope: Scope::Pane(Pane::Tests),
+        help: "last runs of the selected test (Enter: report)",
+        footer: Some("h history"),
+    },
 ];
 
 /// The Logs pane's own keys (handled by its component), for help and the footer.
@@ -228,6 +237,7 @@ pub fn action_for(key: KeyEvent, focus: Pane) -> Option<Action> {
     match (focus, key.code) {
         (Pane::Tests, KeyCode::Enter) => return Some(Action::RunTest),
         (Pane::Tests, KeyCode::Char('c')) if !ctrl => return Some(Action::CancelTest),
+        (Pane::Tests, KeyCode::Char('h')) if !ctrl => return Some(Action::History),
         _ => {}
     }
     let list = match key.code {

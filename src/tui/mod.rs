@@ -1,9 +1,10 @@
 //! The terminal UI: event loop, panes, keymap, theme, help. Components only draw and handle
-//! keys; all work happens in the engine, which the loop talks to through an [`EngineHandle`].
+//! keys; all work happens in the engine, which the loop reaches through a [`Link`] — the engine
+//! in this process, or a daemon over a WebSocket — and never through its internals.
 //!
-//! The loop blocks on one `select!` over terminal input, engine events, command answers,
-//! signals and timers, and redraws only when something changed (at most ~30 frames a second
-//! during a flood), or when a clock or spinner on screen moves.
+//! The loop blocks on one `select!` over terminal input, engine events, the link's status,
+//! command answers, signals and timers, and redraws only when something changed (at most ~30
+//! frames a second during a flood), or when a clock or spinner on screen moves.
 
 pub mod app;
 pub mod gpus_pane;
@@ -14,6 +15,7 @@ pub mod terminal;
 pub mod tests_pane;
 pub mod theme;
 pub mod view;
+pub mod widgets;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,12 +23,13 @@ use std::time::Duration;
 use color_eyre::eyre::{Result, WrapErr};
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures::{FutureExt, StreamExt};
-use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::signal::unix::Signal;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, sleep_until};
 
-use crate::engine::{Ack, CommandError, EngineHandle, Severity};
 use crate::logs::LogSource;
+use crate::protocol::{Ack, CommandError, LinkStatus, Severity, SharedLink, Subscription};
+use crate::util::signals::Signals;
 use app::{App, Effect, Origin};
 use logs_view::LogEffect;
 use terminal::TerminalGuard;
@@ -45,7 +48,6 @@ pub struct TuiOptions {
     /// Clock and countdown refresh.
     pub refresh: Duration,
     pub ring_lines: usize,
-    pub origin: Origin,
     /// Where model log files are, for `o` (open in $PAGER).
     pub log_dir: PathBuf,
     /// llmdeck's own log file.
@@ -59,8 +61,6 @@ pub enum Exit {
     Quit,
     /// A signal asked us to stop (its name).
     Signal(&'static str),
-    /// The engine went away.
-    EngineGone,
 }
 
 /// Whether colours should be used: `--no-color`, `NO_COLOR` and `ui.theme: monochrome` turn
@@ -70,23 +70,47 @@ pub fn colors_enabled(no_color_flag: bool, monochrome_theme: bool) -> bool {
     !(no_color_flag || no_color_env || monochrome_theme)
 }
 
-pub async fn run(engine: EngineHandle, opts: TuiOptions) -> Result<Exit> {
+/// Runs the TUI on `link` until the operator quits or a signal says so. Quitting an engine in
+/// this process first waits, on screen, for the cleanups of running tests. `signals` were
+/// installed by the caller before anything started.
+pub async fn run(link: SharedLink, opts: TuiOptions, signals: &mut Signals) -> Result<Exit> {
     let mut guard = TerminalGuard::take(opts.mouse)?;
-    let result = event_loop(&mut guard, engine, &opts).await;
+    let result = event_loop(&mut guard, link, &opts, signals).await;
     drop(guard);
     result
 }
 
-async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiOptions) -> Result<Exit> {
+/// The link's feed: events after a snapshot, numbered; a gap means a resubscription.
+struct Feed {
+    events: broadcast::Receiver<std::sync::Arc<crate::protocol::Sequenced>>,
+    last_seq: u64,
+    open: bool,
+}
+
+impl Feed {
+    fn of(sub: Subscription, app: &mut App, fresh: bool) -> Self {
+        let last_seq = sub.snapshot.seq;
+        if fresh {
+            app.resync(sub.snapshot);
+        }
+        Self { events: sub.events, last_seq, open: true }
+    }
+}
+
+async fn event_loop(
+    guard: &mut TerminalGuard,
+    link: SharedLink,
+    opts: &TuiOptions,
+    signals: &mut Signals,
+) -> Result<Exit> {
     let theme = Theme::new(opts.color);
-    let mut sub = engine.subscribe();
-    let mut app = App::new(sub.snapshot, opts.origin.clone(), opts.ring_lines);
-    let mut events = sub.events;
+    let sub = link.subscribe();
+    let mut app = App::new(sub.snapshot.clone(), Origin { mode: link.describe() }, opts.ring_lines);
+    let mut feed = Feed::of(sub, &mut app, false);
+    let mut status = link.status();
+    app.link = status.borrow().clone();
     let mut input = EventStream::new();
     let (answers_tx, mut answers) = mpsc::channel::<Result<Ack, CommandError>>(32);
-    let mut sigint = signal(SignalKind::interrupt()).wrap_err("listening for SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).wrap_err("listening for SIGTERM")?;
-    let mut sighup = signal(SignalKind::hangup()).wrap_err("listening for SIGHUP")?;
 
     let mut spinner = 0usize;
     let mut dirty = true;
@@ -95,6 +119,9 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
     let mut next_spin = Instant::now() + SPINNER_TICK;
 
     loop {
+        if let Some(exit) = app.finished_shutdown() {
+            return Ok(exit);
+        }
         if dirty && last_frame.elapsed() >= MIN_FRAME {
             let ctx =
                 ViewCtx { now: std::time::Instant::now(), wall: chrono::Local::now().fixed_offset(), theme, spinner };
@@ -112,27 +139,32 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
                     dirty = true;
                     for effect in effects {
                         match effect {
-                            Effect::Quit => return Ok(Exit::Quit),
-                            Effect::Send(command) => match engine.submit(command) {
+                            Effect::Quit(exit) => {
+                                if let Some(exit) = quit(&link, &mut app, exit) {
+                                    return Ok(exit);
+                                }
+                            }
+                            Effect::AbandonCleanups => link.abandon_cleanups(),
+                            Effect::Send(command) => match link.submit(command) {
                                 // Submitted in key order; only the answer is awaited aside.
                                 Ok(answer) => {
                                     let tx = answers_tx.clone();
                                     tokio::spawn(async move {
-                                        let _ = tx.send(crate::engine::answered(answer).await).await;
+                                        let _ = tx.send(crate::protocol::answered(answer).await).await;
                                     });
                                 }
                                 Err(e) => app.show_toast(e.message, Severity::Error),
                             },
                             Effect::Log(LogEffect::OpenInPager(source)) => {
                                 drop(input);
-                                let signals = (&mut sigterm, &mut sighup);
-                                if let Some(exit) = open_in_pager(guard, opts, &source, &mut app, signals).await {
+                                let pager_signals = (&mut signals.term, &mut signals.hup);
+                                if let Some(exit) = open_in_pager(guard, opts, &source, &mut app, pager_signals).await {
                                     return Ok(exit);
                                 }
                                 input = EventStream::new();
                                 // The pager shares our terminal: Ctrl-C in it (leaving `less +F`)
                                 // reached us too, and is not a request to quit llmdeck.
-                                while sigint.recv().now_or_never().flatten().is_some() {}
+                                while signals.int.recv().now_or_never().flatten().is_some() {}
                             }
                             Effect::Log(LogEffect::Clipboard(sequence)) => {
                                 if let Err(e) = terminal::write_raw(sequence.as_bytes()) {
@@ -149,19 +181,36 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
                 Some(Err(e)) => return Err(e).wrap_err("reading the terminal"),
                 None => return Ok(Exit::Quit),
             },
-            received = events.recv() => match received {
-                Ok(event) => {
-                    app.on_event(&event);
-                    dirty = true;
+            received = feed.events.recv(), if feed.open => {
+                dirty = true;
+                match received {
+                    Ok(event) if event.seq == feed.last_seq + 1 => {
+                        feed.last_seq = event.seq;
+                        app.on_event(&event.event);
+                    }
+                    // A gap (or a restarted engine's numbering): start again from a snapshot.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => feed = Feed::of(link.subscribe(), &mut app, true),
+                    Err(broadcast::error::RecvError::Closed) => {
+                        feed.open = false;
+                        app.link = LinkStatus::Disconnected { reason: "the engine closed the link".into(), retry_in_s: None };
+                    }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    sub = engine.subscribe();
-                    events = sub.events;
-                    app.resync(sub.snapshot);
-                    dirty = true;
+            }
+            changed = status.changed() => {
+                dirty = true;
+                if changed.is_err() {
+                    app.link = LinkStatus::Disconnected { reason: "the engine is gone".into(), retry_in_s: None };
+                    // Nothing more will come from this watch; stop polling it.
+                    status = tokio::sync::watch::channel(app.link.clone()).1;
+                } else {
+                    let now = status.borrow_and_update().clone();
+                    let reconnected = now == LinkStatus::Connected && app.link != LinkStatus::Connected;
+                    app.link = now;
+                    if reconnected {
+                        feed = Feed::of(link.subscribe(), &mut app, true);
+                    }
                 }
-                Err(broadcast::error::RecvError::Closed) => return Ok(Exit::EngineGone),
-            },
+            }
             Some(answer) = answers.recv() => {
                 match answer {
                     Ok(ack) => app.show_toast(ack.message, Severity::Info),
@@ -169,9 +218,21 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
                 }
                 dirty = true;
             }
-            _ = sigint.recv() => return Ok(Exit::Signal("SIGINT")),
-            _ = sigterm.recv() => return Ok(Exit::Signal("SIGTERM")),
-            _ = sighup.recv() => return Ok(Exit::Signal("SIGHUP")),
+            _ = signals.int.recv() => {
+                dirty = true;
+                if let Some(exit) = app.on_signal("SIGINT").and_then(|exit| quit(&link, &mut app, exit)) {
+                    return Ok(exit);
+                }
+            }
+            _ = signals.term.recv() => {
+                dirty = true;
+                if let Some(exit) = app.on_signal("SIGTERM").and_then(|exit| quit(&link, &mut app, exit)) {
+                    return Ok(exit);
+                }
+            }
+            // The terminal is gone: nothing can be shown. Shutdown (cleanups included) goes on
+            // without a screen.
+            _ = signals.hup.recv() => return Ok(Exit::Signal("SIGHUP")),
             () = sleep_until(next_tick) => {
                 next_tick = Instant::now() + opts.refresh;
                 app.expire_toast();
@@ -187,6 +248,22 @@ async fn event_loop(guard: &mut TerminalGuard, engine: EngineHandle, opts: &TuiO
     }
 }
 
+/// Quitting: an engine in this process with runs going first cleans up (the TUI shows it and
+/// stays); otherwise the TUI ends now.
+fn quit(link: &SharedLink, app: &mut App, exit: Exit) -> Option<Exit> {
+    let reason = match &exit {
+        Exit::Quit => "the operator quit".to_owned(),
+        Exit::Signal(name) => format!("{name} received"),
+    };
+    if link.quitting_stops_engine() && app.running_tests() > 0 {
+        link.begin_shutdown(&reason);
+        app.wait_for_cleanups(exit);
+        None
+    } else {
+        Some(exit)
+    }
+}
+
 async fn sleep_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => sleep_until(d).await,
@@ -197,7 +274,7 @@ async fn sleep_opt(deadline: Option<Instant>) {
 /// The file holding a source's full history, or why there is none.
 fn log_file_of(opts: &TuiOptions, source: &LogSource) -> Result<PathBuf, String> {
     match source {
-        LogSource::Model(id) => Ok(opts.log_dir.join(format!("{}.log", crate::logs::file::sanitize_file_stem(id)))),
+        LogSource::Model(id) => Ok(crate::logs::file::log_path(&opts.log_dir, id)),
         LogSource::App => Ok(opts.app_log.clone()),
         LogSource::Test(name) => {
             Err(format!("{name} keeps no log file: its lines are here, its reports in the data dir's results/"))
@@ -270,7 +347,6 @@ mod tests {
             color: false,
             refresh: Duration::from_secs(1),
             ring_lines: 10,
-            origin: Origin { mode: "test".into() },
             log_dir: "/logs".into(),
             app_log: "/state/llmdeck.log".into(),
         };

@@ -7,19 +7,49 @@ use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 
-use super::app::App;
+use super::app::{App, Confirm, Overlay, Reaction};
+use super::keymap::Action;
 use super::theme::Theme;
 use super::view::ViewCtx;
-use crate::engine::{HealthMode, ModelState, ModelStatus};
+use super::widgets::{Selection, spinner};
+use crate::logs::LogSource;
+use crate::protocol::{Command, HealthMode, ModelState, ModelStatus, State};
 use crate::util::fmt_duration_ms;
 
-const SPINNER: [&str; 4] = ["◐", "◓", "◑", "◒"];
+/// The pane's own state: which model is selected.
+#[derive(Debug, Clone, Default)]
+pub struct ModelsPane {
+    pub selection: Selection,
+}
+
+impl ModelsPane {
+    pub fn selected<'a>(&self, state: &'a State) -> Option<&'a ModelStatus> {
+        state.models.get(self.selection.index(state.models.len()))
+    }
+
+    /// The pane's own keys; `None` if it has none for `action`.
+    pub fn on_action(&mut self, action: Action, state: &State) -> Option<Reaction> {
+        if self.selection.apply(action, state.models.len()) {
+            return Some(Reaction::Nothing);
+        }
+        let id = self.selected(state).map(|m| m.id.clone());
+        let reaction = match action {
+            Action::Detail => Reaction::Overlay(Overlay::ModelDetail(id?)),
+            Action::StartModel => Reaction::Send(Command::StartModel { model: id? }),
+            Action::StopModel => Reaction::Overlay(Overlay::Confirm(Confirm::Stop(id?))),
+            Action::RestartModel => Reaction::Overlay(Overlay::Confirm(Confirm::Restart(id?))),
+            Action::ShowLogs => Reaction::ShowLogs(LogSource::Model(id?)),
+            _ => return None,
+        };
+        Some(reaction)
+    }
+}
 
 /// Symbol, word and style of a state: readable without colour.
-pub fn state_look(m: &ModelStatus, theme: &Theme, spinner: usize) -> (&'static str, &'static str, Style) {
+pub fn state_look(m: &ModelStatus, theme: &Theme, tick: usize) -> (&'static str, &'static str, Style) {
     match m.state {
         ModelState::Ready => ("●", "ready", theme.good()),
-        ModelState::Starting => (SPINNER[spinner % SPINNER.len()], "starting", theme.warn()),
+        ModelState::Starting => (spinner(tick), "starting", theme.warn()),
         ModelState::Unhealthy => ("▲", "unhealthy", theme.warn()),
         ModelState::Backoff => ("↻", "backoff", theme.warn()),
         ModelState::Crashed => ("✖", "crashed", theme.bad()),
@@ -80,7 +110,7 @@ fn last_exit(m: &ModelStatus) -> String {
 }
 
 pub fn fmt_bytes_g(bytes: u64) -> String {
-    format!("{:.1}G", bytes as f64 / (1u64 << 30) as f64)
+    format!("{}G", crate::util::fmt_gib(bytes))
 }
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx, focused: bool) {
@@ -123,7 +153,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx, focused: 
         .header(Row::new(header).style(t.header()))
         .row_highlight_style(if focused { t.selected() } else { Style::new() })
         .column_spacing(1);
-    let mut state = TableState::default().with_selected(Some(app.models_selected.min(app.state.models.len() - 1)));
+    let mut state = TableState::default().with_selected(Some(app.models.selection.index(app.state.models.len())));
     frame.render_stateful_widget(table, table_area, &mut state);
 
     if let (Some(line), true) = (bad_news, news_height > 0) {
@@ -168,7 +198,7 @@ impl Columns {
 
 /// "last: tinyllama crashed 13:58:02 — CUDA out of memory..." for the newest crash.
 fn last_bad_news(app: &App, ctx: &ViewCtx) -> Option<Line<'static>> {
-    let failed = |e: &crate::engine::ExitInfo| e.oom || e.signal.is_some() || e.exit_code.is_some_and(|c| c != 0);
+    let failed = |e: &crate::protocol::ExitInfo| e.oom || e.signal.is_some() || e.exit_code.is_some_and(|c| c != 0);
     let m = app
         .state
         .models
@@ -227,8 +257,8 @@ pub fn render_detail(frame: &mut Frame, area: Rect, app: &App, id: &str, ctx: &V
         ("last exit", last_exit(m), Style::default()),
     ];
     let log_file = app.state.log_dir.as_ref().map(|dir| {
-        let file = format!("{}.log", crate::logs::file::sanitize_file_stem(&m.id));
-        ("log file", std::path::Path::new(dir).join(file).display().to_string(), Style::default())
+        let file = crate::logs::file::log_path(std::path::Path::new(dir), &m.id);
+        ("log file", file.display().to_string(), Style::default())
     });
     let mut lines = Vec::new();
     for (label, value, style) in fields.into_iter().chain(log_file) {

@@ -14,7 +14,7 @@ use super::app::{App, CONFIRM_ANSWERS, Overlay};
 use super::keymap::{BINDINGS, GLOBAL_HINTS, LOG_KEYS, Pane, list_hints};
 use super::theme::Theme;
 use super::{gpus_pane, models_pane, tests_pane};
-use crate::engine::{Severity, ShopperHealth};
+use crate::protocol::{LinkStatus, Severity, ShopperHealth};
 
 /// Smallest terminal the layout is drawn for.
 pub const MIN_WIDTH: u16 = 80;
@@ -55,10 +55,19 @@ pub fn draw(frame: &mut Frame, app: &mut App, ctx: &ViewCtx) {
         draw_too_small(frame, area, &app.overlay);
         return;
     }
-    let [header, body, footer] =
-        Layout::vertical([Constraint::Length(1), Constraint::Fill(1), Constraint::Length(1)]).areas(area);
+    let banner_height = u16::from(app.link != LinkStatus::Connected);
+    let [header, banner, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(banner_height),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     draw_header(frame, header, app, ctx);
-    if app.zoomed {
+    draw_link_banner(frame, banner, app, ctx);
+    if app.cleanup_wait.is_some() {
+        draw_cleaning_up(frame, body, app, ctx);
+    } else if app.zoomed {
         draw_pane(frame, body, app, app.focus, ctx);
     } else {
         let [top, bottom] = Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body);
@@ -70,6 +79,67 @@ pub fn draw(frame: &mut Frame, app: &mut App, ctx: &ViewCtx) {
     }
     draw_footer(frame, footer, app, ctx);
     draw_overlay(frame, body, app, ctx);
+}
+
+/// Says when this viewer does not see the engine: what it shows is as of the last event.
+fn draw_link_banner(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx) {
+    if area.height == 0 {
+        return;
+    }
+    let text = match &app.link {
+        LinkStatus::Connected => return,
+        LinkStatus::Resyncing => " resyncing with the engine…".to_owned(),
+        LinkStatus::Disconnected { reason, retry_in_s: Some(s) } => {
+            format!(" disconnected — {reason} · retrying in {s}s · what you see may be out of date")
+        }
+        LinkStatus::Disconnected { reason, retry_in_s: None } => {
+            format!(" disconnected — {reason} · what you see may be out of date")
+        }
+    };
+    frame.render_widget(Paragraph::new(Span::styled(text, ctx.theme.bad())), area);
+}
+
+/// Quitting waits for the cleanups of running tests: what each is doing, for how long.
+fn draw_cleaning_up(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx) {
+    let t = &ctx.theme;
+    let waited = app.cleanup_wait.as_ref().map(|w| ctx.now.saturating_duration_since(w.since)).unwrap_or_default();
+    let mut lines = vec![
+        Line::styled(
+            format!("cleaning up before llmdeck stops · {}", crate::util::fmt_duration_ms(waited.as_millis() as u64)),
+            t.header(),
+        ),
+        Line::from(""),
+    ];
+    for run in app.state.running_runs() {
+        let step = run.current_step();
+        let what = match step {
+            Some((i, s)) => {
+                let took = app
+                    .clocks
+                    .step_age(&run.id, i, ctx.now)
+                    .map(|d| crate::util::fmt_duration_ms(d.as_millis() as u64));
+                let detail = if s.detail.is_empty() { String::new() } else { format!(" — {}", s.detail) };
+                format!(
+                    "{} {}{}{detail}",
+                    super::widgets::spinner(ctx.spinner),
+                    s.name,
+                    took.map(|d| format!(" {d}")).unwrap_or_default()
+                )
+            }
+            None => format!("{} finishing", super::widgets::spinner(ctx.spinner)),
+        };
+        lines.push(Line::from(vec![Span::styled(format!("  {:<20} ", run.test), t.accent()), Span::raw(what)]));
+    }
+    if app.state.running_runs().next().is_none() {
+        lines.push(Line::styled("  done", t.good()));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::styled(
+        "The models are stopped once every cleanup is done. q or Ctrl-C: stop waiting (asks first).",
+        t.dim(),
+    ));
+    let block = Block::default().borders(Borders::ALL).border_style(t.focused_border()).title(" cleaning up ");
+    frame.render_widget(Paragraph::new(lines).block(block).wrap(ratatui::widgets::Wrap { trim: false }), area);
 }
 
 fn draw_too_small(frame: &mut Frame, area: Rect, overlay: &Overlay) {
@@ -151,7 +221,10 @@ fn draw_pane(frame: &mut Frame, area: Rect, app: &mut App, pane: Pane, ctx: &Vie
     let focused = app.focus == pane;
     match pane {
         Pane::Models => models_pane::render(frame, inner, app, ctx, focused),
-        Pane::Gpus => gpus_pane::render(frame, inner, &app.state.gpus, &ctx.theme, focused, app.gpus_selected),
+        Pane::Gpus => {
+            let selected = app.gpus.selection.index(app.state.gpus.gpus.len());
+            gpus_pane::render(frame, inner, &app.state.gpus, &ctx.theme, focused, selected)
+        }
         Pane::Tests => tests_pane::render(frame, inner, app, ctx, focused),
         Pane::Logs => app.logs.render(frame, inner, &ctx.theme, focused),
     }
@@ -220,6 +293,14 @@ fn draw_overlay(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
             frame.render_widget(block, rect);
             gpus_pane::render_detail(frame, inner, &app.state.gpus, index, &ctx.theme);
         }
+        Overlay::RunDetail(test, run) => tests_pane::render_run_detail(
+            frame,
+            centered(area, area.width.saturating_sub(8), area.height.saturating_sub(2)),
+            app,
+            &test,
+            &run,
+            ctx,
+        ),
     }
 }
 
@@ -279,9 +360,9 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::engine::{EngineEvent, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent, Snapshot, State};
-    use crate::gpu::{BackendStatus, GpuEvent, GpuProcess, GpuSample};
     use crate::logs::{Level, LogBatch, LogLine, LogSource, Stream};
+    use crate::protocol::{BackendStatus, GpuEvent, GpuProcess, GpuSample};
+    use crate::protocol::{EngineEvent, EngineEventKind, Event, HealthMode, ModelChange, ModelEvent, Snapshot, State};
     use crate::tui::app::{Confirm, Origin};
 
     const CONFIG: &str = r#"
@@ -318,13 +399,20 @@ tests:
         let config: Config = crate::config::load_str(CONFIG, "test").expect("test config");
         let mut state = State::new(&config, Some("/etc/llmdeck/config.yaml".into()), "gpu-box-07".into());
         state.log_dir = Some("/var/log/llmdeck".into());
-        let mut app =
-            App::new(Snapshot { state, log_tail: Default::default() }, Origin { mode: "in-process".into() }, 1000);
+        let mut app = App::new(
+            Snapshot { state, log_tail: Default::default(), seq: 0, epoch: "e".into() },
+            Origin { mode: "in-process".into() },
+            1000,
+        );
         let oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (GPU 1; 79.6 GiB total)";
         let events = vec![
             Event::Engine(EngineEvent {
                 ts: at(0),
-                kind: EngineEventKind::Started { host: "gpu-box-07".into(), version: "0.1.0".into() },
+                kind: EngineEventKind::Started {
+                    host: "gpu-box-07".into(),
+                    version: "0.1.0".into(),
+                    epoch: "e".into(),
+                },
             }),
             model("qwen-7b", 1, ModelChange::Starting { pid: 4101, attempt: 0 }),
             model("qwen-7b", 60, ModelChange::Ready { health: HealthMode::HealthAndModels, startup_ms: 59_000 }),

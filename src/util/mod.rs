@@ -1,6 +1,8 @@
 //! Small helpers shared by several parts.
 
 pub mod ports;
+pub mod procfs;
+pub mod signals;
 
 /// Replaces the values of arguments that look secret (`--api-key X`, `--token=X`) with `***`,
 /// so command lines can be shown and logged.
@@ -22,6 +24,17 @@ pub fn redact_args(args: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+/// [`redact_args`] for a command written as one string (split at whitespace).
+pub fn redact_command_line(command: &str) -> String {
+    let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+    redact_args(&words).join(" ")
+}
+
+/// Bytes in GiB with one decimal: `61.2`.
+pub fn fmt_gib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1u64 << 30) as f64)
 }
 
 fn is_secret_flag(flag: &str) -> bool {
