@@ -142,3 +142,40 @@ fn type_ahead_while_models_stop_reaches_the_shell() {
     assert_eq!(t.wait_exited(Duration::from_secs(20)), 0);
     t.wait_text("typed-ahead-42", Duration::from_secs(10));
 }
+
+/// Quitting while a test runs: the run is cancelled, its cleanup (a command that takes a few
+/// seconds) runs to its end on a "cleaning up" screen, and only then does llmdeck stop the
+/// models and exit; the report says the cleanup was done.
+#[test]
+fn quitting_waits_on_screen_for_a_runs_cleanup() {
+    let sb = Sandbox::new();
+    let marker = sb.path().join("cleaned");
+    let model = common::mock_model("m", common::free_port(), ", --latency-ms, \"200\"", "");
+    let config = sb.write_config(&format!(
+        "gpu: {{ backend: none }}\nmodels:\n{model}tests:\n  - name: slow-cleanup\n    kind: local\n    model: m\n    probe: {{ requests: 1000, concurrency: 1 }}\n    cleanup_command: \"sleep 3; echo cleaned > '{}'\"\n",
+        marker.display()
+    ));
+    let t = sb.tmux(120, 40, &[]);
+    t.launch(&format!("'{BIN}' --config '{}'", config.display()));
+    t.wait_text("● ready", Duration::from_secs(20));
+    t.keys(&["3"]);
+    t.keys(&["Enter"]);
+    t.wait_text("probe", Duration::from_secs(10));
+    t.wait_for("the probe step to run", Duration::from_secs(20), |s| s.contains("▶ ") && s.contains("in flight"));
+    t.keys(&["q"]);
+    t.wait_text("Quit?", Duration::from_secs(5));
+    t.keys(&["y"]);
+    t.wait_text("cleaning up before llmdeck stops", Duration::from_secs(10));
+    t.wait_for("the cleanup step on screen", Duration::from_secs(10), |s| {
+        s.contains("slow-cleanup") && s.contains("cleanup")
+    });
+    assert!(!marker.exists(), "test premise: the cleanup takes a few seconds");
+    assert_eq!(t.wait_exited(Duration::from_secs(30)), 0);
+    assert!(marker.exists(), "the cleanup ran to its end before llmdeck exited");
+    let results = sb.path().join("data").join("llmdeck").join("results");
+    let report = std::fs::read_dir(&results).expect("results").flatten().next().expect("a report").path();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(report).expect("read")).expect("json");
+    assert_eq!(json["run"]["steps"][3]["name"], "cleanup");
+    assert_eq!(json["run"]["steps"][3]["status"], "done", "{json}");
+    assert_eq!(json["run"]["verdict"]["outcome"], "cancelled");
+}

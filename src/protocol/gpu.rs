@@ -273,10 +273,32 @@ impl GpuState {
         self.stale = None;
     }
 
-    /// Drops all but the newest `n` samples of every series (a snapshot's bounded copy).
-    pub fn keep_recent_history(&mut self, n: usize) {
-        for h in &mut self.history {
-            h.truncate_front(n);
+    /// A copy with only the newest `n` samples of every series (a snapshot's bounded copy,
+    /// made without cloning the whole history first).
+    pub fn clone_recent(&self, n: usize) -> Self {
+        fn recent<T: Copy>(q: &VecDeque<T>, n: usize) -> VecDeque<T> {
+            q.iter().skip(q.len().saturating_sub(n)).copied().collect()
+        }
+        Self {
+            backend: self.backend.clone(),
+            gpus: self.gpus.clone(),
+            sampled_at: self.sampled_at,
+            sample_ms: self.sample_ms,
+            history_len: self.history_len,
+            history: self
+                .history
+                .iter()
+                .map(|h| GpuHistory {
+                    util_pct: recent(&h.util_pct, n),
+                    memory_mib: recent(&h.memory_mib, n),
+                    power_w: recent(&h.power_w, n),
+                    temperature_c: recent(&h.temperature_c, n),
+                    energy_start_j: h.energy_start_j,
+                })
+                .collect(),
+            stale: self.stale.clone(),
+            xids: self.xids.clone(),
+            xid_count: self.xid_count,
         }
     }
 

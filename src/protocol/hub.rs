@@ -171,9 +171,8 @@ impl Hub {
 }
 
 fn snapshot_of(inner: &Inner) -> Snapshot {
-    let mut state = inner.state.clone();
+    let mut state = inner.state.clone_for_snapshot(SNAPSHOT_GPU_HISTORY);
     inner.clocks.stamp(&mut state, Instant::now());
-    state.gpus.keep_recent_history(SNAPSHOT_GPU_HISTORY);
     Snapshot { state, log_tail: bounded_tails(&inner.tails), seq: inner.seq, epoch: inner.epoch.clone() }
 }
 

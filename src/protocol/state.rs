@@ -246,6 +246,24 @@ impl State {
         self.models.iter().find(|m| m.id == id)
     }
 
+    /// A copy for a snapshot: GPU history cut to the newest `gpu_history` samples per series.
+    pub fn clone_for_snapshot(&self, gpu_history: usize) -> Self {
+        Self {
+            host: self.host.clone(),
+            version: self.version.clone(),
+            config_path: self.config_path.clone(),
+            log_dir: self.log_dir.clone(),
+            running: self.running,
+            shutdown: self.shutdown.clone(),
+            models: self.models.clone(),
+            gpus: self.gpus.clone_recent(gpu_history),
+            tests: self.tests.clone(),
+            shopper: self.shopper.clone(),
+            logs: self.logs.clone(),
+            alerts: self.alerts.clone(),
+        }
+    }
+
     pub fn test(&self, name: &str) -> Option<&TestStatus> {
         self.tests.iter().find(|t| t.name == name)
     }
