@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod logs;
 pub mod probe;
 pub mod protocol;
+pub mod remote;
 pub mod supervisor;
 pub mod tui;
 pub mod util;

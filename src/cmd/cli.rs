@@ -37,8 +37,12 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Open the TUI on the embedded demo: mock model servers, simulated GPUs; no GPU or network needed
     Demo(DemoArgs),
-    /// Run the engine without a TUI; one JSON object per event on stdout
+    /// Run the engine without a TUI: JSON events on stdout, a WebSocket for `attach`, /metrics
     Daemon(DaemonArgs),
+    /// Open the TUI on a running daemon's state (over its WebSocket)
+    Attach(AttachArgs),
+    /// One-shot summary of a running daemon: models, GPUs, tests (exit 1 if a model failed)
+    Status(StatusArgs),
     /// One-shot GPU table through NVML
     Gpus(super::gpus::GpusArgs),
     /// Smoke-test and benchmark an OpenAI-compatible endpoint
@@ -63,7 +67,40 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Clone, Args, Default)]
-pub struct DaemonArgs {}
+pub struct DaemonArgs {
+    /// Address for the WebSocket and /metrics (IP:PORT; default daemon.listen, 127.0.0.1:7777);
+    /// port 0 picks a free one (the address is written to <state dir>/daemon.url)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Allow listening on an address other than loopback (prefer an SSH tunnel)
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+/// Where a daemon is and how to prove we may talk to it.
+#[derive(Debug, Clone, Args, Default)]
+pub struct DaemonTarget {
+    /// The daemon's WebSocket URL (default: the local daemon's, from its state dir or daemon.listen)
+    pub url: Option<String>,
+    /// File holding the token (default: daemon.token_file, else the data dir's daemon.token)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub target: DaemonTarget,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: DaemonTarget,
+    /// Print one JSON document (the daemon's state) instead of the summary
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use super::cli::{DemoArgs, GlobalArgs};
+use super::cli::{DaemonArgs, DemoArgs, GlobalArgs};
 use crate::config::{self, Config, GpuBackend};
 use crate::engine::{Engine, EngineHandle, EngineOptions};
 use crate::exit;
@@ -107,11 +107,36 @@ pub async fn tui(global: &GlobalArgs) -> Result<ExitCode> {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
     };
-    let opts = engine_options_for(config, path)?;
-    run_tui(opts, global, "in-process").await
+    let opts = engine_options_for(config.clone(), path.clone())?;
+    let held = match run_tui(opts, global, "in-process").await? {
+        Ok(code) => return Ok(code),
+        Err(held) => held,
+    };
+    // Another llmdeck holds the state dir: if it is a daemon, show its models instead.
+    let target = super::cli::DaemonTarget::default();
+    let attached = match super::remote_cmd::resolve(&config, Some(&path), &target) {
+        Ok((url, token)) => match crate::remote::WsLink::connect(&url, token.clone()).await {
+            Ok(link) => Ok((link, token)),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(format!("{e:#}")),
+    };
+    match attached {
+        Ok((link, token)) => super::remote_cmd::run_attached(link, token, &config, global).await,
+        Err(why) => {
+            say!("llmdeck: {held}");
+            say!("  (attaching to it as a daemon failed: {why})");
+            Ok(exit::code(exit::USAGE))
+        }
+    }
 }
 
-async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result<ExitCode> {
+/// The TUI on an engine in this process; `Err(held)` if another llmdeck holds the state dir.
+async fn run_tui(
+    opts: EngineOptions,
+    global: &GlobalArgs,
+    mode: &str,
+) -> Result<std::result::Result<ExitCode, AlreadyRunning>> {
     crate::tui::terminal::install_panic_hook()?;
     let _log_guard = init_tracing(&opts.state_dir)?;
     // Before any model starts: a signal from now on stops everything in order.
@@ -124,10 +149,11 @@ async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result
         ring_lines: opts.config.logs.ring_lines,
         log_dir: opts.log_dir.clone(),
         app_log: opts.state_dir.join(APP_LOG_FILE),
+        fetch_log: None,
     };
     let engine = match Engine::start(opts).await {
         Ok(engine) => engine,
-        Err(report) => return engine_start_failed(report),
+        Err(report) => return already_running(report).map(Err),
     };
     let handle = engine.handle().described_as(mode);
     let link: SharedLink = Arc::new(handle.clone());
@@ -147,10 +173,18 @@ async fn run_tui(opts: EngineOptions, global: &GlobalArgs, mode: &str) -> Result
         say!("llmdeck: stopping {active} model{}…", if active == 1 { "" } else { "s" });
     }
     shut_down(engine, &handle, &reason, &mut signals).await;
-    match outcome? {
-        Exit::Quit => Ok(exit::code(exit::OK)),
-        Exit::Signal("SIGINT") => Ok(exit::code(exit::CANCELLED)),
-        Exit::Signal(_) => Ok(exit::code(exit::OK)),
+    Ok(Ok(match outcome? {
+        Exit::Quit => exit::code(exit::OK),
+        Exit::Signal("SIGINT") => exit::code(exit::CANCELLED),
+        Exit::Signal(_) => exit::code(exit::OK),
+    }))
+}
+
+/// Another llmdeck on the same state dir is not a crash: the holder, for the caller to name.
+fn already_running(report: color_eyre::Report) -> Result<AlreadyRunning> {
+    match report.chain().find_map(|e| e.downcast_ref::<AlreadyRunning>()) {
+        Some(held) => Ok(AlreadyRunning { dir: held.dir.clone(), pid: held.pid }),
+        None => Err(report.wrap_err("starting the engine")),
     }
 }
 
@@ -215,7 +249,14 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
     };
     let paths = config::Paths::under(dir.path(), &config);
     let opts = engine_options(config, paths, None, Some(GpuBackend::Simulated))?;
-    let code = run_tui(opts, global, "demo").await;
+    let code = match run_tui(opts, global, "demo").await {
+        Ok(Ok(code)) => Ok(code),
+        Ok(Err(held)) => {
+            say!("llmdeck: {held}");
+            Ok(exit::code(exit::USAGE))
+        }
+        Err(e) => Err(e),
+    };
     if args.keep_dir {
         let kept = dir.keep();
         say!("llmdeck: the demo's logs are in {}", kept.display());
@@ -250,8 +291,9 @@ fn engine_start_failed(report: color_eyre::Report) -> Result<ExitCode> {
     Err(report.wrap_err("starting the engine"))
 }
 
-/// `llmdeck daemon`: the engine without a TUI; one JSON object per event on stdout.
-pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
+/// `llmdeck daemon`: the engine without a TUI; one JSON object per event on stdout, and the
+/// WebSocket (`/ws`), `/metrics` and `/logs/{source}` for remote viewers.
+pub async fn daemon(args: &DaemonArgs, global: &GlobalArgs) -> Result<ExitCode> {
     let (config, path) = match load_config(global).await {
         Ok(loaded) => loaded,
         Err(code) => return Ok(code),
@@ -259,12 +301,79 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
     let opts = engine_options_for(config, path)?;
     let _log_guard = init_tracing(&opts.state_dir)?;
     let mut signals = Signals::install().wrap_err("listening for signals")?;
+    let daemon_cfg = opts.config.daemon.clone();
+    let listen = args.listen.clone().unwrap_or_else(|| daemon_cfg.listen.clone());
+    let Ok(addr) = listen.parse::<std::net::SocketAddr>() else {
+        say!("llmdeck daemon: `{listen}` is not an address; write IP:PORT, e.g. 127.0.0.1:7777");
+        return Ok(exit::code(exit::USAGE));
+    };
+    if !addr.ip().is_loopback() {
+        if !args.allow_remote {
+            say!(
+                "llmdeck daemon: {addr} is reachable from other machines; pass --allow-remote if that is what you \
+                 want, or keep 127.0.0.1 and reach it through an SSH tunnel (ssh -L 7777:127.0.0.1:7777 host)"
+            );
+            return Ok(exit::code(exit::USAGE));
+        }
+        tracing::warn!("listening on {addr}: reachable from other machines; an SSH tunnel to 127.0.0.1 is safer");
+    }
+    // Another llmdeck on this state dir is the likelier reason a port is taken: say that.
+    if let Err(crate::supervisor::instance::LockError::AlreadyRunning(held)) =
+        crate::supervisor::instance::InstanceLock::acquire(&opts.state_dir)
+    {
+        say!("llmdeck: {held}");
+        return Ok(exit::code(exit::USAGE));
+    }
+    let token_path = super::remote_cmd::token_path(&opts.config, &opts.data_dir);
+    let token = crate::remote::token::read_or_create(&token_path)
+        .wrap_err_with(|| format!("reading or creating the daemon's token in {}", token_path.display()))?;
+    let readonly = match &daemon_cfg.readonly_token_file {
+        Some(file) => match crate::remote::token::read(file) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                say!("llmdeck daemon: daemon.readonly_token_file {}: {e}", file.display());
+                return Ok(exit::code(exit::USAGE));
+            }
+        },
+        None => None,
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            say!(
+                "llmdeck daemon: cannot listen on {addr}: {e} (is another daemon running? set daemon.listen or --listen)"
+            );
+            return Ok(exit::code(exit::USAGE));
+        }
+    };
+    let bound = listener.local_addr().wrap_err("reading the listening address")?;
+    let url = format!("ws://{bound}/ws");
+    let url_file = super::remote_cmd::url_file(&opts.state_dir);
+    let server_opts = crate::remote::ServerOptions {
+        token,
+        readonly,
+        max_clients: daemon_cfg.max_clients as usize,
+        metrics_public: daemon_cfg.metrics_public,
+        log_dir: opts.log_dir.clone(),
+        app_log: opts.state_dir.join(APP_LOG_FILE),
+    };
     let (models, log_dir) = (opts.config.models.len(), opts.log_dir.clone());
     let (engine, sub) = match Engine::start_subscribed(opts).await {
         Ok(started) => started,
         Err(report) => return engine_start_failed(report),
     };
-    say!("llmdeck daemon: supervising {} model(s); model logs in {}; events on stdout", models, log_dir.display());
+    // Written once this daemon holds the state dir: `llmdeck attach` and `llmdeck` find it here.
+    if let Err(e) = write_private(&url_file, &url) {
+        tracing::warn!("writing {}: {e}", url_file.display());
+    }
+    say!(
+        "llmdeck daemon: supervising {models} model(s); model logs in {}; events on stdout; viewers at {url} (token in {})",
+        log_dir.display(),
+        token_path.display()
+    );
+    let stop_serving = tokio_util::sync::CancellationToken::new();
+    let link: SharedLink = Arc::new(engine.handle().described_as("daemon"));
+    let server = tokio::spawn(crate::remote::serve(listener, link, server_opts, stop_serving.clone()));
     // A thread: a slow reader of stdout must never stall the runtime.
     let printer = std::thread::Builder::new()
         .name("llmdeck-events-out".into())
@@ -286,6 +395,11 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
         say!("llmdeck daemon: {reason}: cleaning up {}, then stopping every model", cleaning.join(", "));
     }
     shut_down(engine, &handle, &format!("{reason} received"), &mut signals).await;
+    let _ = std::fs::remove_file(&url_file);
+    stop_serving.cancel();
+    if tokio::time::timeout(std::time::Duration::from_secs(2), server).await.is_err() {
+        tracing::warn!("the viewers' server did not stop within 2 s");
+    }
     // A reader that stopped reading (a suspended pager) must not keep the daemon alive once
     // the models are stopped.
     let printed = tokio::task::spawn_blocking(move || printer.join());
@@ -293,6 +407,13 @@ pub async fn daemon(global: &GlobalArgs) -> Result<ExitCode> {
         say!("llmdeck daemon: stdout is not being read; the last events were not printed");
     }
     Ok(exit::code(exit::OK))
+}
+
+/// Writes a small file readable by its owner only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(path)?;
+    writeln!(file, "{text}")
 }
 
 /// Prints events as JSON lines until the engine says it stopped.

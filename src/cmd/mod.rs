@@ -11,6 +11,7 @@ pub mod config;
 pub mod engine_cmd;
 pub mod gpus;
 pub mod probe;
+pub mod remote_cmd;
 
 /// Runs the parsed command line; the returned code is the process's exit code.
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -24,7 +25,9 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         match cli.command {
             None => engine_cmd::tui(&global).await,
             Some(Command::Demo(args)) => engine_cmd::demo(&args, &global).await,
-            Some(Command::Daemon(_)) => engine_cmd::daemon(&global).await,
+            Some(Command::Daemon(args)) => engine_cmd::daemon(&args, &global).await,
+            Some(Command::Attach(args)) => remote_cmd::attach(&args, &global).await,
+            Some(Command::Status(args)) => remote_cmd::status(&args, &global).await,
             Some(Command::Config(cmd)) => config::run(cmd, &global).await,
             Some(Command::Gpus(args)) => gpus::run(args, &global).await,
             Some(Command::Probe(args)) => probe::run(args).await,

@@ -325,12 +325,22 @@ pub struct DaemonConfig {
     pub listen: String,
     /// File holding the token clients must present; default: generated in the data dir.
     pub token_file: Option<PathBuf>,
+    /// File holding a second token that can watch but not change anything.
+    pub readonly_token_file: Option<PathBuf>,
     pub max_clients: u32,
+    /// Serve `/metrics` without a token.
+    pub metrics_public: bool,
 }
 
 impl Default for DaemonConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:7777".into(), token_file: None, max_clients: 32 }
+        Self {
+            listen: "127.0.0.1:7777".into(),
+            token_file: None,
+            readonly_token_file: None,
+            max_clients: 32,
+            metrics_public: false,
+        }
     }
 }
 

@@ -404,6 +404,14 @@ impl Validator<'_> {
             );
         }
         self.absolute_path("daemon.token_file", d.token_file.as_deref());
+        self.absolute_path("daemon.readonly_token_file", d.readonly_token_file.as_deref());
+        if d.token_file.is_some() && d.token_file == d.readonly_token_file {
+            self.value(
+                "daemon.readonly_token_file",
+                "`readonly_token_file` is the same file as `token_file`".into(),
+                "the read-only token must differ from the full one; point it at another file",
+            );
+        }
         self.range("daemon.max_clients", d.max_clients, 1..=1024, "");
     }
 }

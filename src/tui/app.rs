@@ -150,6 +150,8 @@ pub struct App {
     pub link: LinkStatus,
     /// Set once quitting waits for cleanups.
     pub cleanup_wait: Option<CleanupWait>,
+    /// Quitting stops the engine (in-process) rather than detaching from a daemon.
+    pub quitting_stops_engine: bool,
     /// First line shown of the help overlay (it scrolls on small terminals).
     pub help_scroll: usize,
     /// Lines per source this viewer never received (it fell behind), already counted.
@@ -175,6 +177,7 @@ impl App {
             clocks,
             link: LinkStatus::Connected,
             cleanup_wait: None,
+            quitting_stops_engine: true,
             help_scroll: 0,
             log_gaps: HashMap::new(),
         }
@@ -413,7 +416,8 @@ impl App {
             }
             Action::Quit | Action::ForceQuit => {
                 let (active_models, running_tests) = (self.active_models(), self.running_tests());
-                if active_models + running_tests > 0 {
+                // Detaching from a daemon stops nothing: no question.
+                if self.quitting_stops_engine && active_models + running_tests > 0 {
                     self.overlay = Overlay::Confirm(Confirm::Quit { active_models, running_tests });
                 } else {
                     return vec![Effect::Quit(Exit::Quit)];

@@ -41,7 +41,7 @@ const MIN_FRAME: Duration = Duration::from_millis(33);
 /// Spinner speed while something is starting or counting down.
 const SPINNER_TICK: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TuiOptions {
     pub mouse: bool,
     pub color: bool,
@@ -52,7 +52,14 @@ pub struct TuiOptions {
     pub log_dir: PathBuf,
     /// llmdeck's own log file.
     pub app_log: PathBuf,
+    /// For a viewer attached to a daemon: fetches a source's log from it (the files are on
+    /// the daemon's machine).
+    pub fetch_log: Option<FetchLog>,
 }
+
+/// Fetches the end of a source's log file from wherever the engine runs.
+pub type FetchLog =
+    std::sync::Arc<dyn Fn(LogSource) -> futures::future::BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
 
 /// Why the TUI ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +113,7 @@ async fn event_loop(
     let theme = Theme::new(opts.color);
     let sub = link.subscribe();
     let mut app = App::new(sub.snapshot.clone(), Origin { mode: link.describe() }, opts.ring_lines);
+    app.quitting_stops_engine = link.quitting_stops_engine();
     let mut feed = Feed::of(sub, &mut app, false);
     let mut status = link.status();
     app.link = status.borrow().clone();
@@ -282,6 +290,15 @@ fn log_file_of(opts: &TuiOptions, source: &LogSource) -> Result<PathBuf, String>
     }
 }
 
+fn save_private(bytes: &[u8]) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    // NamedTempFile is created 0600.
+    let mut file = tempfile::Builder::new().prefix("llmdeck-log-").suffix(".log").tempfile()?;
+    file.write_all(bytes)?;
+    file.flush()?;
+    Ok(file)
+}
+
 /// Suspends the TUI, shows the source's log file in `$PAGER` (default `less`), and comes back.
 /// SIGTERM or SIGHUP meanwhile ends the pager and is the TUI's exit: models must still be
 /// stopped, whoever is reading logs.
@@ -292,12 +309,34 @@ async fn open_in_pager(
     app: &mut App,
     (sigterm, sighup): (&mut Signal, &mut Signal),
 ) -> Option<Exit> {
-    let path = match log_file_of(opts, source) {
-        Ok(path) => path,
-        Err(why) => {
-            app.show_toast(why, Severity::Info);
-            return None;
-        }
+    // Attached: the file is on the daemon's machine; its end comes over HTTP into a private
+    // temporary file, gone when the pager closes.
+    let mut _fetched = None;
+    let path = match &opts.fetch_log {
+        Some(fetch) => match fetch(source.clone()).await {
+            Ok(bytes) => match save_private(&bytes) {
+                Ok(file) => {
+                    let path = file.path().to_owned();
+                    _fetched = Some(file);
+                    path
+                }
+                Err(e) => {
+                    app.show_toast(format!("cannot keep the fetched log: {e}"), Severity::Error);
+                    return None;
+                }
+            },
+            Err(why) => {
+                app.show_toast(why, Severity::Warning);
+                return None;
+            }
+        },
+        None => match log_file_of(opts, source) {
+            Ok(path) => path,
+            Err(why) => {
+                app.show_toast(why, Severity::Info);
+                return None;
+            }
+        },
     };
     if !path.exists() {
         app.show_toast(format!("no log file for {source} at {}", path.display()), Severity::Warning);
@@ -349,6 +388,7 @@ mod tests {
             ring_lines: 10,
             log_dir: "/logs".into(),
             app_log: "/state/llmdeck.log".into(),
+            fetch_log: None,
         };
         assert_eq!(log_file_of(&opts, &LogSource::Model("qwen-7b".into())), Ok("/logs/qwen-7b.log".into()));
         assert_eq!(log_file_of(&opts, &LogSource::App), Ok("/state/llmdeck.log".into()));

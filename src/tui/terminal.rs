@@ -103,6 +103,12 @@ pub fn restore() {
 /// color-eyre's panic and error hooks, with the terminal restored before a panic is printed.
 /// Installed before the terminal is taken.
 pub fn install_panic_hook() -> Result<()> {
+    // Once per process: `llmdeck` that finds a daemon falls back to attaching, and installs
+    // through here twice.
+    static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if INSTALLED.set(()).is_err() {
+        return Ok(());
+    }
     let (panic_hook, eyre_hook) = color_eyre::config::HookBuilder::default().display_env_section(false).into_hooks();
     eyre_hook.install().wrap_err("installing the error report hook")?;
     std::panic::set_hook(Box::new(move |info| {

@@ -32,6 +32,35 @@ pub fn redact_command_line(command: &str) -> String {
     redact_args(&words).join(" ")
 }
 
+/// Text from a peer, fit for one line of a message: control characters dropped, whitespace
+/// runs collapsed, at most `max_chars` characters (cut with `…`).
+pub fn clean_excerpt(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut chars = 0;
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = !out.is_empty();
+            continue;
+        }
+        if c.is_control() {
+            continue;
+        }
+        if chars >= max_chars {
+            out.push('…');
+            break;
+        }
+        if space {
+            out.push(' ');
+            chars += 1;
+            space = false;
+        }
+        out.push(c);
+        chars += 1;
+    }
+    out
+}
+
 /// Bytes in GiB with one decimal: `61.2`.
 pub fn fmt_gib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1u64 << 30) as f64)

@@ -85,6 +85,12 @@ impl Sandbox {
         t
     }
 
+    /// The daemon's token (generated in the data dir at its first start).
+    pub fn daemon_token(&self) -> String {
+        let file = self.path().join("data").join("llmdeck").join("daemon.token");
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display())).trim().to_owned()
+    }
+
     pub fn write_config(&self, yaml: &str) -> PathBuf {
         let path = self.path().join("config.yaml");
         std::fs::write(&path, yaml).expect("write config");
@@ -115,8 +121,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon whose viewers' port the OS picks (its URL: [`Daemon::ws_url`]).
     pub fn start(sandbox: &Sandbox, config: &Path) -> Daemon {
-        Self::start_with(sandbox, &["daemon", "--config"], config)
+        Self::start_with(sandbox, &["daemon", "--listen", "127.0.0.1:0", "--config"], config)
     }
 
     /// `llmdeck ARGS CONFIG` as a daemon-like process printing JSON lines.
@@ -209,6 +216,23 @@ impl Daemon {
             }
             if Instant::now() >= deadline {
                 self.fail(&format!("the daemon did not exit within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The daemon's WebSocket URL, once it has written it (it listens by then).
+    pub fn ws_url(&mut self, sandbox: &Sandbox) -> String {
+        let file = sandbox.path().join("state").join("llmdeck").join("daemon.url");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(url) = std::fs::read_to_string(&file)
+                && !url.trim().is_empty()
+            {
+                return url.trim().to_owned();
+            }
+            if self.try_status().is_some() || Instant::now() >= deadline {
+                self.fail(&format!("the daemon never wrote {}", file.display()));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
