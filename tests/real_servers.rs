@@ -158,7 +158,7 @@ fn supervised_probed_crashed_and_stopped() {
         .iter()
         .filter(|v| v["state"] == "starting")
         .filter_map(|v| v["pid"].as_u64())
-        .last()
+        .next_back()
         .expect("pid") as u32;
     assert!(alive(pid));
     d.signal(15);
