@@ -36,8 +36,9 @@ use terminal::TerminalGuard;
 use theme::Theme;
 use view::ViewCtx;
 
-/// Shortest time between two frames while events stream in.
-const MIN_FRAME: Duration = Duration::from_millis(33);
+/// Shortest time between two frames drawn for engine events (a log flood, samples, ticks):
+/// at most ten a second. A key is answered at once.
+const FRAME_BUDGET: Duration = Duration::from_millis(100);
 /// Spinner speed while something is starting or counting down.
 const SPINNER_TICK: Duration = Duration::from_millis(250);
 
@@ -121,8 +122,9 @@ async fn event_loop(
     let (answers_tx, mut answers) = mpsc::channel::<Result<Ack, CommandError>>(32);
 
     let mut spinner = 0usize;
-    let mut dirty = true;
-    let mut last_frame = Instant::now() - MIN_FRAME;
+    // When the next frame is due (`None`: nothing changed on screen).
+    let mut due: Option<Instant> = Some(Instant::now());
+    let mut last_frame = Instant::now() - FRAME_BUDGET;
     let mut next_tick = Instant::now() + opts.refresh;
     let mut next_spin = Instant::now() + SPINNER_TICK;
 
@@ -130,21 +132,25 @@ async fn event_loop(
         if let Some(exit) = app.finished_shutdown() {
             return Ok(exit);
         }
-        if dirty && last_frame.elapsed() >= MIN_FRAME {
+        if due.is_some_and(|d| d <= Instant::now()) {
             let ctx =
                 ViewCtx { now: std::time::Instant::now(), wall: chrono::Local::now().fixed_offset(), theme, spinner };
             guard.terminal.draw(|f| view::draw(f, &mut app, &ctx)).wrap_err("drawing the screen")?;
             last_frame = Instant::now();
-            dirty = false;
+            due = None;
         }
-        let frame_due = dirty.then_some(last_frame + MIN_FRAME);
+        // A change the engine reported: drawn within the frame budget, together with the
+        // others that arrive meanwhile.
+        let soon = |due: Option<Instant>| Some(due.unwrap_or(last_frame + FRAME_BUDGET).min(last_frame + FRAME_BUDGET));
+        let now = |_: Option<Instant>| Some(Instant::now());
+        let frame_due = due;
         let spin_due = app.has_live_timers().then_some(next_spin);
 
         tokio::select! {
             maybe = input.next() => match maybe {
                 Some(Ok(TermEvent::Key(key))) => {
                     let effects = app.on_key(key);
-                    dirty = true;
+                    due = now(due);
                     for effect in effects {
                         match effect {
                             Effect::Quit(exit) => {
@@ -184,13 +190,13 @@ async fn event_loop(
                         }
                     }
                 }
-                Some(Ok(TermEvent::Resize(..) | TermEvent::FocusGained)) => dirty = true,
+                Some(Ok(TermEvent::Resize(..) | TermEvent::FocusGained)) => due = now(due),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e).wrap_err("reading the terminal"),
                 None => return Ok(Exit::Quit),
             },
             received = feed.events.recv(), if feed.open => {
-                dirty = true;
+                due = soon(due);
                 match received {
                     Ok(event) if event.seq == feed.last_seq + 1 => {
                         feed.last_seq = event.seq;
@@ -205,7 +211,7 @@ async fn event_loop(
                 }
             }
             changed = status.changed() => {
-                dirty = true;
+                due = now(due);
                 if changed.is_err() {
                     app.link = LinkStatus::Disconnected { reason: "the engine is gone".into(), retry_in_s: None };
                     // Nothing more will come from this watch; stop polling it.
@@ -224,16 +230,16 @@ async fn event_loop(
                     Ok(ack) => app.show_toast(ack.message, Severity::Info),
                     Err(e) => app.show_toast(e.message, Severity::Error),
                 }
-                dirty = true;
+                due = now(due);
             }
             _ = signals.int.recv() => {
-                dirty = true;
+                due = now(due);
                 if let Some(exit) = app.on_signal("SIGINT").and_then(|exit| quit(&link, &mut app, exit)) {
                     return Ok(exit);
                 }
             }
             _ = signals.term.recv() => {
-                dirty = true;
+                due = now(due);
                 if let Some(exit) = app.on_signal("SIGTERM").and_then(|exit| quit(&link, &mut app, exit)) {
                     return Ok(exit);
                 }
@@ -244,12 +250,12 @@ async fn event_loop(
             () = sleep_until(next_tick) => {
                 next_tick = Instant::now() + opts.refresh;
                 app.expire_toast();
-                dirty = true; // the clock
+                due = soon(due); // the clock
             }
             () = sleep_opt(spin_due) => {
                 spinner = spinner.wrapping_add(1);
                 next_spin = Instant::now() + SPINNER_TICK;
-                dirty = true;
+                due = soon(due);
             }
             () = sleep_opt(frame_due) => {}
         }
