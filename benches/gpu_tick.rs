@@ -13,7 +13,7 @@ use chrono::Utc;
 use llmdeck::gpu::nvml::{self, NvmlSource};
 use llmdeck::gpu::{CallTracker, EnergyIntegrator, GpuSource, map_models};
 use llmdeck::protocol::{BackendStatus, GpuEvent, GpuState};
-use llmdeck::tui::gpus_pane;
+use llmdeck::tui::gpus;
 use llmdeck::tui::theme::Theme;
 use llmdeck::util::procfs::ModelProcesses;
 use ratatui::Terminal;
@@ -92,11 +92,11 @@ fn main() {
     let theme = Theme::new(true);
     let mut compact = Terminal::new(TestBackend::new(58, 16)).expect("terminal");
     let draw_compact = rounds(ticks / 10, || {
-        compact.draw(|f| gpus_pane::render(f, f.area(), &state, &theme, true, 3)).expect("draw");
+        compact.draw(|f| gpus::render(f, f.area(), &state, &theme, true, 3)).expect("draw");
     });
     let mut blocks = Terminal::new(TestBackend::new(120, 30)).expect("terminal");
     let draw_blocks = rounds(ticks / 10, || {
-        blocks.draw(|f| gpus_pane::render(f, f.area(), &state, &theme, true, 3)).expect("draw");
+        blocks.draw(|f| gpus::render(f, f.area(), &state, &theme, true, 3)).expect("draw");
     });
 
     println!("gpu_tick: 8 GPUs through the fake libnvidia-ml, {ticks} ticks × {ROUNDS} rounds");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{FixedOffset, TimeZone, Utc};
 use llmdeck::logs::level::parse_level;
 use llmdeck::logs::{Level, LogBatch, LogLine, LogSource, Stream};
-use llmdeck::tui::logs_view::{LevelFilter, LogView};
+use llmdeck::tui::logs::{LevelFilter, LogView};
 use llmdeck::tui::theme::Theme;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;

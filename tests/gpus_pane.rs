@@ -3,7 +3,7 @@
 
 use chrono::{TimeZone, Utc};
 use llmdeck::protocol::{BackendStatus, GpuEvent, GpuProcess, GpuSample, GpuState};
-use llmdeck::tui::gpus_pane::{render, render_detail};
+use llmdeck::tui::gpus::{render, render_detail};
 use llmdeck::tui::theme::Theme;
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;

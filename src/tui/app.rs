@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyEvent, KeyEventKind};
 
 use super::Exit;
-use super::gpus_pane::GpusPane;
+use super::gpus::GpusPane;
 use super::keymap::{Action, Pane, action_for};
-use super::logs_view::{LogEffect, LogView, LogViewOutcome};
+use super::logs::{LogEffect, LogView, LogViewOutcome};
 use super::models_pane::ModelsPane;
 use super::tests_pane::TestsPane;
 use crate::logs::LogSource;

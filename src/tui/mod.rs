@@ -7,9 +7,9 @@
 //! frames a second during a flood), or when a clock or spinner on screen moves.
 
 pub mod app;
-pub mod gpus_pane;
+pub mod gpus;
 pub mod keymap;
-pub mod logs_view;
+pub mod logs;
 pub mod models_pane;
 pub mod terminal;
 pub mod tests_pane;
@@ -31,7 +31,7 @@ use crate::logs::LogSource;
 use crate::protocol::{Ack, CommandError, LinkStatus, Severity, SharedLink, Subscription};
 use crate::util::signals::Signals;
 use app::{App, Effect, Origin};
-use logs_view::LogEffect;
+use logs::LogEffect;
 use terminal::TerminalGuard;
 use theme::Theme;
 use view::ViewCtx;

@@ -274,7 +274,7 @@ pub fn render_detail(frame: &mut Frame, area: Rect, app: &App, id: &str, ctx: &V
         let room = width.saturating_sub(prefix.chars().count());
         lines.push(Line::from(vec![
             Span::styled(prefix, t.dim()),
-            Span::raw(one_row(&super::logs_view::display_text(&e.detail, DETAIL_TEXT_BYTES), room)),
+            Span::raw(one_row(&super::logs::display_text(&e.detail, DETAIL_TEXT_BYTES), room)),
         ]));
     }
     frame.render_widget(Paragraph::new(lines).block(block), area);
@@ -282,7 +282,7 @@ pub fn render_detail(frame: &mut Frame, area: Rect, app: &App, id: &str, ctx: &V
 
 /// A labelled value, wrapped under its own column so the labels stay readable.
 fn field_lines(label: &str, value: &str, style: Style, width: usize, t: &Theme) -> Vec<Line<'static>> {
-    let value = super::logs_view::display_text(value, DETAIL_TEXT_BYTES);
+    let value = super::logs::display_text(value, DETAIL_TEXT_BYTES);
     let room = width.saturating_sub(LABEL_WIDTH).max(8);
     word_rows(&value, room)
         .into_iter()
@@ -326,7 +326,7 @@ fn word_rows(text: &str, width: usize) -> Vec<&str> {
 
 /// The text cut to one row of `room` columns, ending in `…` when cut.
 fn one_row(text: &str, room: usize) -> String {
-    use super::logs_view::row_starts;
+    use super::logs::row_starts;
     if row_starts(text, room).len() == 1 {
         return text.to_owned();
     }

@@ -13,7 +13,7 @@ use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
 use super::app::{App, CONFIRM_ANSWERS, Overlay};
 use super::keymap::{BINDINGS, GLOBAL_HINTS, LOG_KEYS, Pane, list_hints};
 use super::theme::Theme;
-use super::{gpus_pane, models_pane, tests_pane};
+use super::{gpus, models_pane, tests_pane};
 use crate::protocol::{LinkStatus, Severity, ShopperHealth};
 
 /// Smallest terminal the layout is drawn for.
@@ -223,7 +223,7 @@ fn draw_pane(frame: &mut Frame, area: Rect, app: &mut App, pane: Pane, ctx: &Vie
         Pane::Models => models_pane::render(frame, inner, app, ctx, focused),
         Pane::Gpus => {
             let selected = app.gpus.selection.index(app.state.gpus.gpus.len());
-            gpus_pane::render(frame, inner, &app.state.gpus, &ctx.theme, focused, selected)
+            gpus::render(frame, inner, &app.state.gpus, &ctx.theme, focused, selected)
         }
         Pane::Tests => tests_pane::render(frame, inner, app, ctx, focused),
         Pane::Logs => app.logs.render(frame, inner, &ctx.theme, focused),
@@ -291,7 +291,7 @@ fn draw_overlay(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
                 .title(" GPU detail · Esc closes ");
             let inner = block.inner(rect);
             frame.render_widget(block, rect);
-            gpus_pane::render_detail(frame, inner, &app.state.gpus, index, &ctx.theme);
+            gpus::render_detail(frame, inner, &app.state.gpus, index, &ctx.theme);
         }
         Overlay::RunDetail(test, run) => tests_pane::render_run_detail(
             frame,
