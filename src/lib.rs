@@ -10,6 +10,7 @@ mod macros;
 
 pub mod cmd;
 pub mod config;
+pub mod deploy;
 pub mod engine;
 pub mod exit;
 pub mod fakes;
@@ -18,6 +19,7 @@ pub mod logs;
 pub mod probe;
 pub mod protocol;
 pub mod remote;
+pub mod shopper;
 pub mod supervisor;
 pub mod tui;
 pub mod util;

@@ -52,6 +52,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// An OpenAI-compatible mock server with fault injection (for the demo and tests)
     MockLlm(crate::fakes::mock_llm::MockLlmArgs),
+    /// A fake of the GPU shopper service, with an SSH server for its "instances" (demo, tests)
+    MockShopper(crate::fakes::mock_shopper::MockShopperArgs),
     /// Print shell completions
     Completions {
         /// The shell to generate completions for

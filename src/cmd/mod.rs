@@ -32,6 +32,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Some(Command::Gpus(args)) => gpus::run(args, &global).await,
             Some(Command::Probe(args)) => probe::run(args).await,
             Some(Command::MockLlm(args)) => crate::fakes::mock_llm::run(args).await,
+            Some(Command::MockShopper(args)) => crate::fakes::mock_shopper::run(args).await,
             Some(Command::Completions { shell }) => {
                 use clap::CommandFactory;
                 // Into memory first: clap_complete panics when its writer fails (`| head`).

@@ -61,6 +61,20 @@ pub fn clean_excerpt(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// Whether a URL's host is this machine (`localhost`, `127.x`, `::1`): such targets never go
+/// through an HTTP proxy (a bearer key for a local model must not travel to one).
+pub fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Bytes in GiB with one decimal: `61.2`.
 pub fn fmt_gib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1u64 << 30) as f64)
@@ -129,6 +143,16 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(redact_args(&args), ["serve", "m", "--api-key", "***", "--token=***", "--port", "8001"]);
+    }
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        for url in ["http://127.0.0.1:8001", "http://localhost/v1", "http://[::1]:80", "https://u:p@127.0.0.2/x"] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in ["http://10.0.0.1:8001", "https://api.example.com", "http://localhost.example.com"] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 
     #[test]

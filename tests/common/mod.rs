@@ -387,3 +387,69 @@ pub fn free_port() -> u16 {
     HELD.lock().unwrap_or_else(|p| p.into_inner()).push(reservation);
     port
 }
+
+/// A running `llmdeck mock-shopper` on OS-assigned ports, killed when dropped.
+pub struct MockShopper {
+    pub child: Child,
+    pub url: String,
+    pub ssh_port: u16,
+    stderr_file: PathBuf,
+}
+
+impl MockShopper {
+    /// Starts it with `args` (e.g. `--provision-delay 0.2`) and waits for its listening line.
+    pub fn start(sandbox: &Sandbox, args: &[&str]) -> MockShopper {
+        let stderr_file = sandbox.fresh_file("mock-shopper", "stderr");
+        let mut child = Command::new(BIN)
+            .args(["mock-shopper", "--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
+            .spawn()
+            .expect("start mock-shopper");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let status = wait_child(&mut child, Duration::from_secs(1));
+                panic!(
+                    "mock-shopper printed no listening line ({}); stderr:\n{}",
+                    status.map_or("still running, now killed".into(), describe_exit),
+                    tail_of_file(&stderr_file, 40)
+                );
+            }
+        };
+        // `mock-shopper listening on http://127.0.0.1:PORT ssh 127.0.0.1:PORT`
+        let mut words = line.split_whitespace();
+        let url = words.find(|w| w.starts_with("http://")).expect("the URL").to_owned();
+        let ssh_port =
+            words.last().and_then(|a| a.rsplit(':').next()).and_then(|p| p.parse().ok()).expect("the SSH port");
+        MockShopper { child, url, ssh_port, stderr_file }
+    }
+
+    /// Its stderr so far (for failure messages).
+    pub fn stderr(&self) -> String {
+        tail_of_file(&self.stderr_file, 40)
+    }
+}
+
+impl Drop for MockShopper {
+    fn drop(&mut self) {
+        // SIGTERM: it destroys its sessions (and what they started) as it goes.
+        if let Ok(None) = self.child.try_wait() {
+            unsafe_kill(self.child.id(), 15);
+            if wait_child(&mut self.child, Duration::from_secs(10)).is_none() {
+                let _ = self.child.kill();
+            }
+        }
+        let _ = self.child.wait();
+    }
+}

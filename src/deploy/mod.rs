@@ -1,0 +1,4 @@
+//! Deployment runs on rented GPUs: SSH to the instance, the session ledger (every rental
+//! recorded before it is asked for), and the janitor that leaves no instance orphaned.
+
+pub mod ssh;
