@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use llmdeck::logs::file::RotatingFile;
+use llmdeck::logs::oom::OomWatch;
 use llmdeck::logs::ring::Ring;
 use llmdeck::logs::{LogLine, LogSource, Stream};
 use llmdeck::protocol::Event;
 use llmdeck::supervisor::capture::{CaptureTarget, spawn_capture};
-use llmdeck::supervisor::oom::OomWatch;
 
 fn main() {
     let lines: u64 = std::env::var("LINES").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000_000);

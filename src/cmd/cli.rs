@@ -50,6 +50,12 @@ pub enum Command {
     /// Check, locate or create the configuration file
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// List or run the configured tests headless (for CI)
+    #[command(subcommand)]
+    Test(super::test_cmd::TestCommand),
+    /// Rented GPU sessions of this installation: list, destroy, clean up orphans
+    #[command(subcommand)]
+    Sessions(super::sessions_cmd::SessionsCommand),
     /// An OpenAI-compatible mock server with fault injection (for the demo and tests)
     MockLlm(crate::fakes::mock_llm::MockLlmArgs),
     /// A fake of the GPU shopper service, with an SSH server for its "instances" (demo, tests)

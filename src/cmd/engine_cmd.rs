@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 
 use color_eyre::eyre::{Result, WrapErr};
@@ -61,7 +61,7 @@ pub async fn load_config(global: &GlobalArgs) -> std::result::Result<(Config, Pa
 const APP_LOG_FILE: &str = "llmdeck.log";
 
 /// llmdeck's own log: a file in the state dir, plus the Logs pane (info and above).
-fn init_tracing(state_dir: &Path) -> Result<tracing_appender::non_blocking::WorkerGuard> {
+pub(super) fn init_tracing(state_dir: &Path) -> Result<tracing_appender::non_blocking::WorkerGuard> {
     std::fs::create_dir_all(state_dir).wrap_err_with(|| format!("creating {}", state_dir.display()))?;
     let appender = tracing_appender::rolling::never(state_dir, APP_LOG_FILE);
     let (writer, guard) = tracing_appender::non_blocking(appender);
@@ -237,8 +237,10 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
         .prefix("llmdeck-demo-")
         .tempdir()
         .wrap_err("creating the demo's temporary directory")?;
+    // The demo's GPU shopper, with its SSH "instances" on this machine.
+    let shopper = DemoShopper::start(dir.path()).await?;
     // Held until the demo ends: no other llmdeck picks these ports meanwhile.
-    let (text, _ports) = demo_config_text(dir.path())?;
+    let (text, _ports) = demo_config_text(dir.path(), &shopper.url)?;
     let config = match config::load_str(&text, "embedded demo config (assets/demo.yaml)") {
         Ok(c) => c,
         Err(errors) => {
@@ -257,6 +259,7 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
         }
         Err(e) => Err(e),
     };
+    shopper.stop().await;
     if args.keep_dir {
         let kept = dir.keep();
         say!("llmdeck: the demo's logs are in {}", kept.display());
@@ -266,11 +269,12 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
 
 /// The demo config with this binary's path, reserved loopback ports and the temp dir filled
 /// in. The ports stay reserved while the returned reservations live.
-pub fn demo_config_text(dir: &Path) -> Result<(String, Vec<PortReservation>)> {
+pub fn demo_config_text(dir: &Path, shopper_url: &str) -> Result<(String, Vec<PortReservation>)> {
     let exe = std::env::current_exe().wrap_err("finding the llmdeck executable for the demo's mock models")?;
     let mut text = DEMO_CONFIG
         .replace("${LLMDECK_EXE}", &exe.display().to_string())
-        .replace("${DEMO_DIR}", &dir.display().to_string());
+        .replace("${DEMO_DIR}", &dir.display().to_string())
+        .replace("${DEMO_SHOPPER_URL}", shopper_url);
     let placeholders: Vec<String> =
         (1..=9).map(|n| format!("${{DEMO_PORT_{n}}}")).filter(|p| text.contains(p.as_str())).collect();
     let ports =
@@ -281,9 +285,67 @@ pub fn demo_config_text(dir: &Path) -> Result<(String, Vec<PortReservation>)> {
     Ok((text, ports))
 }
 
+/// The demo's `llmdeck mock-shopper`, a child in its own process group: stopped with SIGTERM
+/// (it destroys its sessions and what runs in them), then killed whole.
+struct DemoShopper {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl DemoShopper {
+    async fn start(dir: &Path) -> Result<DemoShopper> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().wrap_err("finding the llmdeck executable for the demo's shopper")?;
+        let log = std::fs::File::create(dir.join("mock-shopper.log")).wrap_err("the demo shopper's log file")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["mock-shopper", "--port", "0", "--ssh-port", "0", "--provision-delay", "4", "--destroy-delay", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            // Its "instances" live inside the demo's directory, removed with it.
+            .env("TMPDIR", dir)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .wrap_err("starting the demo's mock-shopper")?;
+        let stdout = child.stdout.take().ok_or_else(|| color_eyre::eyre::eyre!("the demo shopper has no stdout"))?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line()).await;
+        let line = match first {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                let _ = child.start_kill();
+                return Err(color_eyre::eyre::eyre!(
+                    "the demo's mock-shopper did not start ({other:?}); see {}",
+                    dir.join("mock-shopper.log").display()
+                ));
+            }
+        };
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .ok_or_else(|| color_eyre::eyre::eyre!("the demo shopper said `{line}`"))?
+            .to_owned();
+        // Keep draining its stdout so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(DemoShopper { child, url })
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let group = nix::unistd::Pid::from_raw(-(pid as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
+            if tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await.is_err() {
+                let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let _ = self.child.wait().await;
+    }
+}
+
 /// Starting the engine failed. Another llmdeck on the same state directory is not a crash:
 /// one plain line and the usage exit code.
-fn engine_start_failed(report: color_eyre::Report) -> Result<ExitCode> {
+pub(super) fn engine_start_failed(report: color_eyre::Report) -> Result<ExitCode> {
     if let Some(held) = report.chain().find_map(|e| e.downcast_ref::<AlreadyRunning>()) {
         say!("llmdeck: {held}");
         return Ok(exit::code(exit::USAGE));

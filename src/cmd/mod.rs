@@ -12,6 +12,9 @@ pub mod engine_cmd;
 pub mod gpus;
 pub mod probe;
 pub mod remote_cmd;
+pub mod sessions_cmd;
+pub mod test_cmd;
+mod test_export;
 
 /// Runs the parsed command line; the returned code is the process's exit code.
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -29,6 +32,8 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Some(Command::Attach(args)) => remote_cmd::attach(&args, &global).await,
             Some(Command::Status(args)) => remote_cmd::status(&args, &global).await,
             Some(Command::Config(cmd)) => config::run(cmd, &global).await,
+            Some(Command::Test(cmd)) => test_cmd::run(cmd, &global).await,
+            Some(Command::Sessions(cmd)) => sessions_cmd::run(cmd, &global).await,
             Some(Command::Gpus(args)) => gpus::run(args, &global).await,
             Some(Command::Probe(args)) => probe::run(args).await,
             Some(Command::MockLlm(args)) => crate::fakes::mock_llm::run(args).await,

@@ -153,6 +153,12 @@ fn visit_strings(config: &mut Config, f: &mut dyn FnMut(&str, &mut String)) {
         f(&format!("{p}.model"), &mut t.model);
         if let Some(deploy) = &mut t.deploy {
             f(&format!("{p}.deploy.command"), &mut deploy.command);
+            if let Some(logs) = &mut deploy.logs_command {
+                f(&format!("{p}.deploy.logs_command"), logs);
+            }
+            for (key, value) in deploy.env.iter_mut() {
+                f(&format!("{p}.deploy.env.{key}"), value);
+            }
         }
     }
     f("daemon.listen", &mut config.daemon.listen);

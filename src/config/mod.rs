@@ -21,7 +21,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors, ErrorKind, Pos};
 pub use expand::{Env, process_env};
-pub use paths::{NoHomeDir, Paths, config_path, default_config_path};
+pub use paths::{NoHomeDir, Paths, config_path, consumer_id, default_config_path};
 pub use schema::*;
 pub use summary::summary;
 pub use validate::is_valid_id;

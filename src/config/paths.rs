@@ -72,6 +72,33 @@ impl Paths {
     }
 }
 
+/// The consumer id our rentals carry: `shopper.consumer_id` if set, else the one generated
+/// into `<data>/consumer-id` at first use (`llmdeck-<host>-<8 hex>`), the same ever after.
+pub fn consumer_id(config: &Config, data_dir: &Path) -> io::Result<String> {
+    if !config.shopper.consumer_id.is_empty() {
+        return Ok(config.shopper.consumer_id.clone());
+    }
+    let file = data_dir.join("consumer-id");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let id = text.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    create_private_dir(data_dir)?;
+    let host: String = crate::util::hostname()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .take(40)
+        .collect();
+    let id = format!("llmdeck-{host}-{:08x}", fastrand::u32(..));
+    // Written whole or not at all: two first starts must not leave half an id.
+    let tmp = data_dir.join(format!(".consumer-id.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::rename(&tmp, &file)?;
+    Ok(std::fs::read_to_string(&file)?.trim().to_owned())
+}
+
 fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -98,6 +125,19 @@ pub fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_generated_consumer_id_is_stable_and_an_explicit_one_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        let first = consumer_id(&config, dir.path()).expect("generated");
+        assert!(first.starts_with("llmdeck-"), "{first}");
+        assert_eq!(consumer_id(&config, dir.path()).expect("again"), first);
+        let other = tempfile::tempdir().expect("tempdir");
+        assert_ne!(consumer_id(&config, other.path()).expect("elsewhere"), first, "installations differ");
+        config.shopper.consumer_id = "mine".into();
+        assert_eq!(consumer_id(&config, dir.path()).expect("explicit"), "mine");
+    }
 
     #[test]
     fn logs_default_under_state_unless_configured() {

@@ -234,13 +234,49 @@ impl Default for RestartConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ShopperConfig {
     pub url: String,
+    /// Who owns our rentals. Empty: an id unique to this installation, generated once into the
+    /// data dir (two machines on defaults must never judge each other's rentals).
     pub consumer_id: String,
     pub auto_cleanup_orphans: bool,
+    /// How often the janitor resolves our sessions against the session ledger.
+    #[serde(with = "secs")]
+    pub janitor_interval_s: Duration,
+    /// How often health and sessions are refreshed for the header and the Sessions view.
+    #[serde(with = "secs")]
+    pub poll_s: Duration,
+    /// How many offers a run tries when offers turn out taken (stale inventory).
+    pub create_attempts: u32,
+    /// A run polls a new session at this interval, growing x1.5 up to `poll_max_s`.
+    #[serde(with = "secs")]
+    pub poll_initial_s: Duration,
+    #[serde(with = "secs")]
+    pub poll_max_s: Duration,
+    /// How long a run waits for its session to be `running`.
+    #[serde(with = "secs")]
+    pub wait_running_timeout_s: Duration,
+    /// How long a run retries SSH (the instance's sshd may lag the `running` status).
+    #[serde(with = "secs")]
+    pub ssh_connect_timeout_s: Duration,
+    /// A destroyed session still `stopping` after this long is STUCK: alerted, destroy retried.
+    #[serde(with = "secs")]
+    pub stuck_after_s: Duration,
 }
 
 impl Default for ShopperConfig {
     fn default() -> Self {
-        Self { url: "http://localhost:8080".into(), consumer_id: "llmdeck-local".into(), auto_cleanup_orphans: true }
+        Self {
+            url: "http://localhost:8080".into(),
+            consumer_id: String::new(),
+            auto_cleanup_orphans: true,
+            janitor_interval_s: Duration::from_secs(300),
+            poll_s: Duration::from_secs(15),
+            create_attempts: 3,
+            poll_initial_s: Duration::from_secs(2),
+            poll_max_s: Duration::from_secs(30),
+            wait_running_timeout_s: Duration::from_secs(900),
+            ssh_connect_timeout_s: Duration::from_secs(300),
+            stuck_after_s: Duration::from_secs(120),
+        }
     }
 }
 
@@ -275,6 +311,44 @@ pub struct TestConfig {
     /// `runs.cleanup_budget_s` (its output goes to the test's log).
     #[serde(default)]
     pub cleanup_command: Option<String>,
+    /// Deployment tests: the GPU memory the model needs (else the built-in table or an
+    /// estimate from the parameter count in the model's name).
+    #[serde(default)]
+    pub min_vram_gb: Option<f64>,
+    /// Deployment tests: only offers of this GPU type (e.g. `RTX 4090`).
+    #[serde(default)]
+    pub gpu_type: Option<String>,
+    /// Deployment tests: only offers at least this reliable (0..1).
+    #[serde(default)]
+    pub min_reliability: Option<f64>,
+    /// Deployment tests: keep the session after the run (it keeps billing; shown in red).
+    #[serde(default)]
+    pub keep_session: bool,
+    /// What a run must reach to pass.
+    #[serde(default)]
+    pub pass: PassConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassConfig {
+    /// The share of requests that may fail (0 = none).
+    pub max_error_rate: f64,
+    pub min_output_tokens_per_s: Option<f64>,
+    pub max_ttft_p95_ms: Option<f64>,
+    /// The share of prompts with an expected answer that must get it (0..1).
+    pub min_expected_answer_rate: Option<f64>,
+}
+
+impl Default for PassConfig {
+    fn default() -> Self {
+        Self {
+            max_error_rate: 0.0,
+            min_output_tokens_per_s: None,
+            max_ttft_p95_ms: None,
+            min_expected_answer_rate: None,
+        }
+    }
 }
 
 fn one_hour() -> u32 {
@@ -294,6 +368,19 @@ pub struct DeployConfig {
     pub port: u16,
     #[serde(default = "default_ready_timeout", with = "secs")]
     pub ready_timeout_s: Duration,
+    /// For a command that detaches (`docker run -d ...`): follows the model's output.
+    #[serde(default)]
+    pub logs_command: Option<String>,
+    /// The remote command's environment (sent over the SSH channel, never in argv; values are
+    /// never logged).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Replaces `{quantization}` in the command, and halves the memory estimate per step.
+    #[serde(default)]
+    pub quantization: Option<String>,
+    /// Replaces `{max_model_len}` in the command.
+    #[serde(default)]
+    pub max_model_len: Option<u32>,
 }
 
 fn default_deploy_port() -> u16 {

@@ -75,7 +75,15 @@ fn write_summary(out: &mut String, c: &Config, path: &Path) -> std::fmt::Result 
         "logs:     {log_dir} ({} MiB x {} files; {} lines in memory per source)",
         l.max_file_mb, l.keep_files, l.ring_lines
     )?;
-    writeln!(out, "shopper:  {} (consumer id {})", shown(&c.shopper.url), shown(&c.shopper.consumer_id))?;
+    let consumer = match Paths::resolve(c, Some(path)) {
+        Ok(paths) => match super::paths::consumer_id(c, &paths.data_dir) {
+            Ok(id) if c.shopper.consumer_id.is_empty() => format!("{} (this installation's)", shown(&id)),
+            Ok(id) => shown(&id).to_string(),
+            Err(e) => format!("unknown ({e})"),
+        },
+        Err(e) => format!("unknown ({e})"),
+    };
+    writeln!(out, "shopper:  {} (consumer id {consumer})", shown(&c.shopper.url))?;
     writeln!(out, "daemon:   listens on {} (at most {} clients)", shown(&c.daemon.listen), c.daemon.max_clients)
 }
 

@@ -43,7 +43,7 @@ fn the_example_is_valid_and_complete() {
     assert_eq!(config.models[0].command, "vllm");
     assert_eq!(config.models[0].args[3], "8001");
     assert_eq!(config.models[0].env["VLLM_LOGGING_LEVEL"], "INFO");
-    assert_eq!(config.shopper.consumer_id, "llmdeck-box7");
+    assert_eq!(config.shopper, ShopperConfig::default(), "the example spells out the defaults");
     assert_eq!(config.tests.len(), 2);
     assert_eq!(config.models[1].restart.policy, RestartPolicy::Always);
     // Everything the example spells out for the first model is the default.

@@ -266,19 +266,27 @@ impl Validator<'_> {
     fn shopper(&mut self, c: &Config) {
         self.http_url("shopper.url", &c.shopper.url);
         let id = &c.shopper.consumer_id;
-        let ok = (1..=128).contains(&id.len())
-            && id.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'));
+        let ok = id.is_empty()
+            || (1..=128).contains(&id.len())
+                && id.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'));
         if !ok {
             self.value(
                 "shopper.consumer_id",
                 format!("`shopper.consumer_id` is not a valid id: `{}`", shown(id)),
-                "use 1-128 letters, digits, `.`, `_` or `-`, stable per installation, e.g. \
-                 `llmdeck-${HOSTNAME:-local}`",
+                "use 1-128 letters, digits, `.`, `_` or `-`, stable per installation, or leave it \
+                 out for an id generated once for this installation",
             );
         }
     }
 
     fn tests(&mut self, c: &Config) {
+        if !(1..=10).contains(&c.shopper.create_attempts) {
+            self.value(
+                "shopper.create_attempts",
+                format!("`shopper.create_attempts` must be 1-10, got {}", c.shopper.create_attempts),
+                "3 tries three offers before giving up",
+            );
+        }
         let mut names: HashMap<&str, usize> = HashMap::new();
         for (i, t) in c.tests.iter().enumerate() {
             let p = format!("tests[{i}]");
@@ -301,10 +309,34 @@ impl Validator<'_> {
                     "a shell command to run after every run, or leave it out",
                 );
             }
+            self.fraction(&format!("{p}.min_reliability"), t.min_reliability, "e.g. 0.95");
+            self.fraction(
+                &format!("{p}.pass.max_error_rate"),
+                Some(t.pass.max_error_rate),
+                "0 allows no failed request",
+            );
+            if let Some(gb) = t.min_vram_gb
+                && !(gb.is_finite() && gb > 0.0 && gb <= 2048.0)
+            {
+                self.value(
+                    &format!("{p}.min_vram_gb"),
+                    format!("`min_vram_gb` must be a number of GB from 0 to 2048, got {gb}"),
+                    "the GPU memory the model needs, e.g. 16",
+                );
+            }
             let probe = &t.probe;
             self.range(&format!("{p}.probe.requests"), probe.requests, 1..=100_000, "");
             self.range(&format!("{p}.probe.concurrency"), probe.concurrency, 1..=1024, "");
             self.range(&format!("{p}.probe.max_tokens"), probe.max_tokens, 1..=131_072, "");
+        }
+    }
+
+    fn fraction(&mut self, path: &str, value: Option<f64>, hint: &str) {
+        if let Some(v) = value
+            && !(0.0..=1.0).contains(&v)
+        {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            self.value(path, format!("`{key}` must be from 0 to 1, got {v}"), hint);
         }
     }
 

@@ -63,11 +63,11 @@ impl LocalRun {
         if let Err(verdict) = self.wait_until_ready(ctx).await {
             return MainOutcome { verdict, probe: None };
         }
-        let report = match self.probe(ctx).await {
+        let report = match probe_step(ctx, PROBE, self.opts.clone()).await {
             Ok(report) => report,
             Err(verdict) => return MainOutcome { verdict, probe: None },
         };
-        let verdict = judge(&report, ctx.cancel.is_cancelled());
+        let verdict = super::verdict::judge(&report, &ctx.test.pass, ctx.cancel.is_cancelled());
         let (status, detail) = match verdict.outcome {
             VerdictOutcome::Pass => (StepStatus::Done, "pass".to_owned()),
             VerdictOutcome::Fail => (StepStatus::Failed, format!("fail: {}", verdict.reasons.join("; "))),
@@ -156,56 +156,6 @@ impl LocalRun {
         Verdict::fail(why)
     }
 
-    async fn probe(&mut self, ctx: &mut RunCtx) -> Result<ProbeReport, Verdict> {
-        let opts = self.opts.clone();
-        let amount = match opts.stop {
-            probe::Stop::Requests(n) => format!("{n} requests"),
-            probe::Stop::Duration(d) => format!("requests for {}", crate::util::fmt_duration_ms(d.as_millis() as u64)),
-        };
-        let shape = format!(
-            "{amount}, concurrency {}, {}",
-            opts.concurrency,
-            if opts.stream { "streaming" } else { "not streaming" }
-        );
-        ctx.step_running(PROBE, shape.clone()).await;
-        ctx.log(Level::Info, format!("probing {} ({shape})", opts.base_url)).await;
-        let (progress_tx, mut progress) = mpsc::channel(8);
-        let run = probe::run(opts, ctx.cancel.clone(), Some(progress_tx));
-        tokio::pin!(run);
-        let result = loop {
-            tokio::select! {
-                result = &mut run => break result,
-                Some(p) = progress.recv() => ctx.change(RunChange::Probe { progress: p }).await,
-            }
-        };
-        while let Ok(p) = progress.try_recv() {
-            ctx.change(RunChange::Probe { progress: p }).await;
-        }
-        match result {
-            Ok(report) => {
-                let ok = report.count(Outcome::Success);
-                let mut detail = format!("{ok}/{} ok", report.requests);
-                if let Some(p50) = report.latency_ms.p50 {
-                    detail.push_str(&format!(" · p50 {p50:.0} ms"));
-                }
-                let status = if ctx.cancel.is_cancelled() { StepStatus::Failed } else { StepStatus::Done };
-                if status == StepStatus::Failed {
-                    detail = format!("cancelled after {detail}");
-                }
-                ctx.step_over(PROBE, status, detail).await;
-                Ok(report)
-            }
-            Err(probe::ProbeError::Cancelled) => {
-                ctx.step_over(PROBE, StepStatus::Failed, "cancelled").await;
-                Err(Verdict::cancelled("cancelled before the first request"))
-            }
-            Err(e) => {
-                ctx.step_over(PROBE, StepStatus::Failed, e.to_string()).await;
-                Err(Verdict::fail(e.to_string()))
-            }
-        }
-    }
-
     /// The test's `cleanup_command`, if any: `sh -c` in its own process group, killed whole if
     /// the cleanup is cut short; its output goes to the test's log.
     pub(super) async fn cleanup(&mut self, ctx: &mut RunCtx, verdict: &Verdict) {
@@ -236,26 +186,6 @@ fn state_of(change: &ModelChange) -> ModelState {
 }
 
 /// Pass when every request succeeded; otherwise the failures by class.
-fn judge(report: &ProbeReport, cancelled: bool) -> Verdict {
-    if cancelled {
-        return Verdict::cancelled(format!("cancelled after {} requests", report.requests));
-    }
-    if report.all_succeeded() {
-        return Verdict::pass();
-    }
-    if report.requests == 0 {
-        return Verdict::fail("no request finished");
-    }
-    let failed = report.requests - report.count(Outcome::Success);
-    let classes: Vec<String> = report
-        .outcomes
-        .iter()
-        .filter(|(o, n)| **o != Outcome::Success && **n > 0)
-        .map(|(o, n)| format!("{n} {o}"))
-        .collect();
-    Verdict::fail(format!("{failed} of {} requests failed ({})", report.requests, classes.join(", ")))
-}
-
 /// Kills the cleanup command's whole process group unless it was waited for: a cleanup cut
 /// short must not leave its children running.
 struct GroupGuard {
@@ -323,4 +253,54 @@ async fn run_cleanup_command(
         ctx.log(Level::Info, format!("cleanup: {line}")).await;
     }
     Ok(status)
+}
+
+/// The probe as a step of a run: live figures as events, the outcome in the step's detail.
+pub(super) async fn probe_step(ctx: &mut RunCtx, index: usize, opts: ProbeOptions) -> Result<ProbeReport, Verdict> {
+    let amount = match opts.stop {
+        probe::Stop::Requests(n) => format!("{n} requests"),
+        probe::Stop::Duration(d) => format!("requests for {}", crate::util::fmt_duration_ms(d.as_millis() as u64)),
+    };
+    let shape = format!(
+        "{amount}, concurrency {}, {}",
+        opts.concurrency,
+        if opts.stream { "streaming" } else { "not streaming" }
+    );
+    ctx.step_running(index, shape.clone()).await;
+    ctx.log(Level::Info, format!("probing {} ({shape})", opts.base_url)).await;
+    let (progress_tx, mut progress) = mpsc::channel(8);
+    let run = probe::run(opts, ctx.cancel.clone(), Some(progress_tx));
+    tokio::pin!(run);
+    let result = loop {
+        tokio::select! {
+            result = &mut run => break result,
+            Some(p) = progress.recv() => ctx.change(RunChange::Probe { progress: p }).await,
+        }
+    };
+    while let Ok(p) = progress.try_recv() {
+        ctx.change(RunChange::Probe { progress: p }).await;
+    }
+    match result {
+        Ok(report) => {
+            let ok = report.count(Outcome::Success);
+            let mut detail = format!("{ok}/{} ok", report.requests);
+            if let Some(p50) = report.latency_ms.p50 {
+                detail.push_str(&format!(" · p50 {p50:.0} ms"));
+            }
+            let status = if ctx.cancel.is_cancelled() { StepStatus::Failed } else { StepStatus::Done };
+            if status == StepStatus::Failed {
+                detail = format!("cancelled after {detail}");
+            }
+            ctx.step_over(index, status, detail).await;
+            Ok(report)
+        }
+        Err(probe::ProbeError::Cancelled) => {
+            ctx.step_over(index, StepStatus::Failed, "cancelled").await;
+            Err(Verdict::cancelled("cancelled before the first request"))
+        }
+        Err(e) => {
+            ctx.step_over(index, StepStatus::Failed, e.to_string()).await;
+            Err(Verdict::fail(e.to_string()))
+        }
+    }
 }

@@ -7,10 +7,12 @@
 //! `runs.cleanup_budget_s` and under its own cancellation (destroying a rented GPU must not be
 //! cut short); only then are the models stopped and the tasks ended.
 
+mod deploy_run;
+mod local_run;
+mod rentals;
 mod reports;
 mod runs;
-
-mod local_run;
+mod verdict;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -213,6 +215,19 @@ impl Engine {
             reason: Mutex::new(String::new()),
             status,
         });
+        let consumer_id = crate::config::consumer_id(&opts.config, &opts.data_dir)
+            .wrap_err_with(|| format!("preparing the shopper consumer id in {}", opts.data_dir.display()))?;
+        let rentals = rentals::start(
+            rentals::RentalsSetup {
+                config: opts.config.clone(),
+                events: events.clone(),
+                hub: hub.clone(),
+                ledger: crate::deploy::ledger::SessionLedger::new(&opts.data_dir),
+                consumer_id: consumer_id.clone(),
+                cancel: cancel.clone(),
+            },
+            &mut tasks,
+        );
         let (commands, commands_rx) = mpsc::channel(64);
         let runs = runs::Runs::new(runs::RunsSetup {
             config: opts.config.clone(),
@@ -221,8 +236,11 @@ impl Engine {
             supervisor: supervisor.clone_handle(),
             data_dir: opts.data_dir.clone(),
             abandon: control.abandon.clone(),
+            consumer_id,
+            rentals: rentals.clone(),
         });
-        let router = tokio::spawn(route_commands(commands_rx, supervisor.clone_handle(), runs, control.clone()));
+        let router =
+            tokio::spawn(route_commands(commands_rx, supervisor.clone_handle(), runs, rentals, control.clone()));
         let handle = EngineHandle { commands, hub, control, describe: "in-process".into() };
         let engine = Engine { handle, cancel, supervisor, tasks, events, router };
         Ok((engine, first_subscriber))
@@ -275,6 +293,7 @@ async fn route_commands(
     mut rx: mpsc::Receiver<CommandRequest>,
     supervisor: crate::supervisor::SupervisorHandle,
     mut runs: runs::Runs,
+    rentals: rentals::RentalsHandle,
     control: Arc<Control>,
 ) {
     let mut shutting_down = false;
@@ -310,6 +329,14 @@ async fn route_commands(
                         let _ = reply.send(Err(e));
                     }
                 }
+                continue;
+            }
+            Command::DestroySession { session } => {
+                rentals.destroy(session, reply);
+                continue;
+            }
+            Command::ExtendSession { session, hours } => {
+                rentals.extend(session, hours, reply);
                 continue;
             }
             Command::RunTest { .. } if shutting_down => Err(CommandError::new("llmdeck is shutting down")),

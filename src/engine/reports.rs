@@ -21,6 +21,7 @@ pub(super) async fn write(
     test: &TestConfig,
     wall_time: Duration,
     probe: Option<ProbeReport>,
+    cost_usd: Option<f64>,
 ) -> std::io::Result<String> {
     let dir = data_dir.join("results");
     let path = dir.join(format!("{}-{}.json", sanitize_file_stem(&test.name), sanitize_file_stem(&run.id)));
@@ -30,7 +31,7 @@ pub(super) async fn write(
         config: redacted(test),
         wall_time_s: wall_time.as_secs_f64(),
         probe,
-        cost_usd: None,
+        cost_usd,
     };
     let json = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?;
     tokio::fs::create_dir_all(&dir).await?;
@@ -41,17 +42,9 @@ pub(super) async fn write(
 /// Writes whole (a temporary file renamed into place), readable by the owner only.
 async fn write_private(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &path)
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    tokio::task::spawn_blocking(move || crate::util::write_private_atomic(&path, &bytes))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// The test's configuration for the report, secrets left out (`deploy.env` values, the values
@@ -204,7 +197,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = config();
         for n in 0..(RUN_HISTORY as u32 + 3) {
-            write(dir.path(), &finished_run(n), &config.tests[0], Duration::from_secs(1), None).await.expect("written");
+            write(dir.path(), &finished_run(n), &config.tests[0], Duration::from_secs(1), None, None)
+                .await
+                .expect("written");
         }
         std::fs::write(dir.path().join("results/old-format.json"), b"{\"requests\": 3}").expect("write");
         let history = load_history(&dir.path().join("results"), &config);

@@ -11,9 +11,12 @@ use futures::FutureExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::deploy_run::{DeployDeps, DeployRun};
 use super::local_run::LocalRun;
+use super::rentals::RentalsHandle;
 use super::reports;
 use crate::config::{Config, TestConfig, TestKind};
+use crate::deploy::ledger::SessionLedger;
 use crate::logs::{Level, LogBatch, LogLine, LogSource};
 use crate::protocol::{
     Ack, CommandError, EngineEvent, EngineEventKind, Event, EventSink, Hub, ProbeReport, Run, RunChange, RunEvent,
@@ -33,6 +36,9 @@ pub(super) struct RunsSetup {
     pub data_dir: PathBuf,
     /// Cancelled when an operator gives up waiting for cleanups.
     pub abandon: CancellationToken,
+    /// Deployment runs rent as this consumer and tell the session keeper what they did.
+    pub consumer_id: String,
+    pub rentals: RentalsHandle,
 }
 
 struct Current {
@@ -107,16 +113,19 @@ impl Runs {
             return Err(CommandError::new(format!("{} is running; one test runs at a time", current.test)));
         }
         let plan = match test.kind {
-            TestKind::Local => Plan::Local(LocalRun::new(&test, &setup.config, setup.supervisor.clone())?),
+            TestKind::Local => Plan::Local(Box::new(LocalRun::new(&test, &setup.config, setup.supervisor.clone())?)),
             TestKind::Deploy => {
-                return Err(CommandError::new(format!(
-                    "{name} is a deployment test: renting GPUs through the shopper is not built into this version yet"
-                )));
+                let deps = DeployDeps {
+                    consumer_id: setup.consumer_id.clone(),
+                    ledger: SessionLedger::new(&setup.data_dir),
+                    rentals: setup.rentals.clone(),
+                };
+                Plan::Deploy(Box::new(DeployRun::new(&test, &setup.config, deps)?))
             }
         };
         let run_id = new_run_id();
         let cancel = CancellationToken::new();
-        let ctx = RunCtx::new(setup.clone(), &test, run_id.clone(), plan.target(), plan.steps(), cancel.clone());
+        let ctx = RunCtx::new(setup.clone(), &test, run_id.clone(), plan.target(&test), plan.steps(), cancel.clone());
         let task = tokio::spawn(drive(ctx, plan));
         self.current = Some(Current { test: name.to_owned(), run_id, cancel, task });
         Ok(Ack { message: format!("running {name}") })
@@ -154,31 +163,44 @@ fn new_run_id() -> String {
 
 /// What a kind of run does.
 pub(super) enum Plan {
-    Local(LocalRun),
+    Local(Box<LocalRun>),
+    Deploy(Box<DeployRun>),
 }
 
 impl Plan {
-    fn target(&self) -> String {
+    fn target(&self, test: &TestConfig) -> String {
         match self {
             Plan::Local(run) => run.target(),
+            Plan::Deploy(run) => run.target(test),
         }
     }
 
     fn steps(&self) -> Vec<String> {
         match self {
             Plan::Local(run) => run.steps(),
+            Plan::Deploy(run) => run.steps(),
         }
     }
 
     async fn main(&mut self, ctx: &mut RunCtx) -> MainOutcome {
         match self {
             Plan::Local(run) => run.main(ctx).await,
+            Plan::Deploy(run) => run.main(ctx).await,
         }
     }
 
     async fn cleanup(&mut self, ctx: &mut RunCtx, verdict: &Verdict) {
         match self {
             Plan::Local(run) => run.cleanup(ctx, verdict).await,
+            Plan::Deploy(run) => run.cleanup(ctx, verdict).await,
+        }
+    }
+
+    /// What the rental cost, for deployment runs.
+    fn cost_usd(&self) -> Option<f64> {
+        match self {
+            Plan::Local(_) => None,
+            Plan::Deploy(run) => run.cost_usd(),
         }
     }
 }
@@ -258,7 +280,8 @@ impl RunCtx {
             .steps
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.status == StepStatus::Pending)
+            // The cleanup step is not skipped: it runs next, whatever happened.
+            .filter(|(_, s)| s.status == StepStatus::Pending && s.name != crate::protocol::local_steps::CLEANUP)
             .map(|(i, _)| i)
             .collect();
         for index in pending {
@@ -303,10 +326,12 @@ async fn drive(mut ctx: RunCtx, mut plan: Plan) {
     ctx.run.summary.clone_from(&summary);
     ctx.run.verdict = Some(verdict.clone());
     ctx.run.finished = Some(Utc::now());
-    let report_file = reports::write(&ctx.setup.data_dir, &ctx.run, &ctx.test, ctx.started.elapsed(), outcome.probe)
-        .await
-        .map_err(|e| tracing::warn!("writing the report of {}: {e}", ctx.test.name))
-        .ok();
+    let cost = plan.cost_usd();
+    let report_file =
+        reports::write(&ctx.setup.data_dir, &ctx.run, &ctx.test, ctx.started.elapsed(), outcome.probe, cost)
+            .await
+            .map_err(|e| tracing::warn!("writing the report of {}: {e}", ctx.test.name))
+            .ok();
     let (level, text) = match verdict.outcome {
         crate::protocol::VerdictOutcome::Pass => (Level::Info, format!("{} passed", ctx.test.name)),
         crate::protocol::VerdictOutcome::Fail => {

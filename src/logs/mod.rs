@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 pub mod app_layer;
 pub mod file;
 pub mod level;
+pub mod oom;
 pub mod ring;
 pub mod search;
 

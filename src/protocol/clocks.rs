@@ -175,6 +175,13 @@ impl Clocks {
     }
 }
 
+impl Clocks {
+    /// Pretends the run's session was rented `ago` before `now` (tests).
+    pub fn set_session_age(&mut self, run: &str, now: Instant, ago: Duration) {
+        self.since.insert(Key::Session(run.to_owned()), now.checked_sub(ago).unwrap_or(now));
+    }
+}
+
 impl Key {
     fn belongs_to(&self, run: &str) -> bool {
         match self {

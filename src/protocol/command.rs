@@ -23,6 +23,15 @@ pub enum Command {
     CancelTest {
         test: String,
     },
+    /// Destroys a rented session (an orphan, or one an operator no longer wants).
+    DestroySession {
+        session: String,
+    },
+    /// Reserves a rented session for more hours (the shopper caps a session at 12 h).
+    ExtendSession {
+        session: String,
+        hours: u32,
+    },
 }
 
 /// Producers' end of the engine's event channel.

@@ -31,6 +31,8 @@ pub enum Event {
     Alert(Alert),
     /// A test run started, moved a step, reported probe figures, or ended.
     Run(RunEvent),
+    /// The shopper was asked: its health and our rented sessions.
+    Shopper(super::ShopperEvent),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

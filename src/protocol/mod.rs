@@ -18,6 +18,7 @@ mod hub;
 mod link;
 mod probe;
 mod runs;
+mod sessions;
 mod state;
 
 pub use clocks::Clocks;
@@ -28,4 +29,5 @@ pub use hub::{FANOUT_CAPACITY, Hub, LOG_TAIL_LINES, SNAPSHOT_GPU_HISTORY, SNAPSH
 pub use link::{Answer, Link, LinkStatus, SharedLink, answered};
 pub use probe::*;
 pub use runs::*;
+pub use sessions::*;
 pub use state::*;

@@ -22,6 +22,23 @@ pub mod local_steps {
     pub const CLEANUP: &str = "cleanup";
 }
 
+/// The step names of a deployment test run, in order.
+pub mod deploy_steps {
+    pub const ALL: [&str; 11] = [
+        "check shopper",
+        "requirements",
+        "inventory",
+        "select offer",
+        "create session",
+        "wait running",
+        "ssh connect",
+        "deploy",
+        "wait ready",
+        "probe",
+        "cleanup",
+    ];
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
@@ -41,6 +58,17 @@ impl StepStatus {
             StepStatus::Done => "done",
             StepStatus::Failed => "failed",
             StepStatus::Skipped => "skipped",
+        }
+    }
+
+    /// A symbol that reads without colour.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "·",
+            StepStatus::Running => "▶",
+            StepStatus::Done => "✔",
+            StepStatus::Failed => "✖",
+            StepStatus::Skipped => "-",
         }
     }
 

@@ -1,6 +1,7 @@
 //! `State`: what a viewer needs to draw every pane, and the reducer that is the only code
 //! allowed to change it. Pure: the same events always give the same state.
 
+use super::ShopperStatus;
 use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Utc};
@@ -183,24 +184,6 @@ pub struct ShutdownStatus {
     pub abandoned: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct ShopperStatus {
-    pub url: String,
-    pub health: ShopperHealth,
-}
-
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum ShopperHealth {
-    /// Nothing has asked the shopper yet.
-    #[default]
-    Unknown,
-    Ok,
-    Unavailable {
-        reason: String,
-    },
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct LogStats {
     pub lines: u64,
@@ -236,7 +219,7 @@ impl State {
                     history: VecDeque::new(),
                 })
                 .collect(),
-            shopper: ShopperStatus { url: config.shopper.url.clone(), health: ShopperHealth::Unknown },
+            shopper: ShopperStatus { url: config.shopper.url.clone(), ..Default::default() },
             logs: BTreeMap::new(),
             alerts: VecDeque::new(),
         }
@@ -321,6 +304,13 @@ impl State {
             }
             Event::Alert(a) => push_bounded(&mut self.alerts, a.clone(), ALERTS_LEN),
             Event::Run(e) => self.apply_run(e),
+            Event::Shopper(e) => {
+                self.shopper.health = e.health.clone();
+                if let Some(sessions) = &e.sessions {
+                    self.shopper.sessions.clone_from(sessions);
+                    self.shopper.checked = Some(e.ts);
+                }
+            }
         }
     }
 

@@ -130,6 +130,25 @@ pub fn render(state: &State) -> String {
     }
     families.extend([running, verdict, tokens, ttft, success]);
 
+    let shopper = &state.shopper;
+    let mut active =
+        Family::new("llmdeck_sessions_active", "gauge", "rented GPU sessions of this consumer still active");
+    active.add(Vec::new(), shopper.active().count() as f64);
+    let mut cost = Family::new(
+        "llmdeck_sessions_cost_per_hour_dollars",
+        "gauge",
+        "what the active sessions cost together per hour",
+    );
+    cost.add(Vec::new(), shopper.dollars_per_hour());
+    let mut orphaned = Family::new("llmdeck_sessions_orphaned", "gauge", "active sessions no live run owns");
+    orphaned.add(Vec::new(), shopper.active().filter(|s| s.is_orphan()).count() as f64);
+    let mut stuck =
+        Family::new("llmdeck_sessions_stuck", "gauge", "destroyed sessions still stopping past stuck_after_s");
+    stuck.add(Vec::new(), shopper.active().filter(|s| s.stuck_since.is_some()).count() as f64);
+    let mut shopper_up = Family::new("llmdeck_shopper_up", "gauge", "1 when the shopper answered its health check");
+    shopper_up.add(Vec::new(), flag(shopper.health == crate::protocol::ShopperHealth::Ok));
+    families.extend([active, cost, orphaned, stuck, shopper_up]);
+
     let mut out = String::new();
     for f in families {
         f.write(&mut out);

@@ -362,7 +362,9 @@ fn changes_something(command: &Command) -> bool {
         | Command::StopModel { .. }
         | Command::RestartModel { .. }
         | Command::RunTest { .. }
-        | Command::CancelTest { .. } => true,
+        | Command::CancelTest { .. }
+        | Command::DestroySession { .. }
+        | Command::ExtendSession { .. } => true,
     }
 }
 

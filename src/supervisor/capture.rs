@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use tokio::sync::oneshot;
 
-use super::oom::OomWatch;
 use crate::logs::file::RotatingFile;
 use crate::logs::level::parse_level;
+use crate::logs::oom::OomWatch;
 use crate::logs::{LogBatch, LogLine, LogSource, Stream};
 use crate::protocol::Event;
 

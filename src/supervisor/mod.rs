@@ -6,7 +6,6 @@ mod health;
 pub mod instance;
 mod ledger;
 mod model;
-pub mod oom;
 pub mod policy;
 mod process;
 

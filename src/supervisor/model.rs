@@ -14,11 +14,11 @@ use tokio::time::{Instant, sleep_until};
 
 use super::capture::{CaptureTarget, spawn_capture};
 use super::health::{CheckOutcome, HealthChecker};
-use super::oom::OomWatch;
 use super::policy::{Decision, ExitCause, decide};
 use super::process::{LeaderExit, SpawnSpec, Spawned, Spawner, signal_group};
 use crate::config::{ModelConfig, RestartPolicy};
 use crate::logs::file::RotatingFile;
+use crate::logs::oom::OomWatch;
 use crate::logs::{Level, LogBatch, LogLine, LogSource, Stream};
 use crate::protocol::{Ack, CommandError, Event, EventSink, HealthMode, ModelChange, ModelEvent};
 use crate::util::procfs::ModelProcesses;

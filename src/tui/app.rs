@@ -28,6 +28,8 @@ pub enum Overlay {
     GpuDetail(usize),
     /// A finished run of a test, from its history: (test, run id).
     RunDetail(String, String),
+    /// Rented GPUs (`S`).
+    Sessions(super::sessions_view::SessionsView),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub enum Confirm {
     Stop(String),
     Restart(String),
     CancelTest(String),
+    /// Destroy a rented session (back to the Sessions view after).
+    DestroySession(String),
     Quit {
         active_models: usize,
         running_tests: usize,
@@ -54,6 +58,7 @@ impl Confirm {
             Confirm::Stop(id) => format!("Stop {id}?"),
             Confirm::Restart(id) => format!("Restart {id}?"),
             Confirm::CancelTest(name) => format!("Cancel the running test {name}?"),
+            Confirm::DestroySession(id) => format!("Destroy session {}? What runs on it is lost.", short_id(id)),
             Confirm::AbandonCleanups { what } => format!("Stop waiting for the cleanup? {what}"),
             Confirm::Quit { active_models, running_tests } => {
                 let mut lost = Vec::new();
@@ -359,6 +364,19 @@ impl App {
                 }
             };
         }
+        if let Overlay::Sessions(view) = &mut self.overlay {
+            use super::sessions_view::SessionsOutcome;
+            if let Some(Action::ForceQuit) = action_for(key, self.focus) {
+                return self.on_action(Action::ForceQuit);
+            }
+            match view.on_key(key, &self.state.shopper) {
+                SessionsOutcome::Stay => {}
+                SessionsOutcome::Close => self.overlay = Overlay::None,
+                SessionsOutcome::AskDestroy(id) => self.overlay = Overlay::Confirm(Confirm::DestroySession(id)),
+                SessionsOutcome::Send(command) => return vec![Effect::Send(command)],
+            }
+            return Vec::new();
+        }
         if self.overlay == Overlay::Help {
             use crossterm::event::KeyCode;
             match key.code {
@@ -388,6 +406,10 @@ impl App {
             Confirm::Stop(model) => vec![Effect::Send(Command::StopModel { model })],
             Confirm::Restart(model) => vec![Effect::Send(Command::RestartModel { model })],
             Confirm::CancelTest(test) => vec![Effect::Send(Command::CancelTest { test })],
+            Confirm::DestroySession(session) => {
+                self.overlay = Overlay::Sessions(super::sessions_view::SessionsView::default());
+                vec![Effect::Send(Command::DestroySession { session })]
+            }
             Confirm::Quit { .. } => vec![Effect::Quit(Exit::Quit)],
             Confirm::AbandonCleanups { .. } => vec![Effect::AbandonCleanups],
         }
@@ -403,6 +425,7 @@ impl App {
                 self.help_scroll = 0;
                 self.overlay = Overlay::Help;
             }
+            Action::Sessions => self.overlay = Overlay::Sessions(super::sessions_view::SessionsView::default()),
             Action::Close if self.focus == Pane::Tests && self.tests.history.is_some() => {
                 self.tests.history = None;
             }

@@ -65,6 +65,8 @@ pub enum Action {
     CancelTest,
     /// The selected test's last runs (and back).
     History,
+    /// The Sessions view: rented GPUs.
+    Sessions,
 }
 
 /// Where a binding applies.
@@ -104,6 +106,13 @@ pub const BINDINGS: &[Binding] = &[
         footer: Some("z zoom"),
     },
     Binding { keys: "?", action: Some(Action::Help), scope: Scope::Global, help: "this help", footer: Some("? help") },
+    Binding {
+        keys: "S",
+        action: Some(Action::Sessions),
+        scope: Scope::Global,
+        help: "rented GPUs; in it x destroy, + extend, Esc back",
+        footer: None,
+    },
     Binding {
         keys: "Esc",
         action: Some(Action::Close),
@@ -227,6 +236,7 @@ pub fn action_for(key: KeyEvent, focus: Pane) -> Option<Action> {
         KeyCode::Char(c @ '1'..='4') if !ctrl => Some(Action::Focus(Pane::ALL[(c as u8 - b'1') as usize])),
         KeyCode::Char('z') if !ctrl => Some(Action::Zoom),
         KeyCode::Char('?') => Some(Action::Help),
+        KeyCode::Char('S') if !ctrl => Some(Action::Sessions),
         KeyCode::Char('q') if !ctrl => Some(Action::Quit),
         KeyCode::Esc => Some(Action::Close),
         _ => None,

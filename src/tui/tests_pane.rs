@@ -93,7 +93,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx, focused: 
         return;
     }
     let detail = detail_lines(&tests[selected], &app.clocks, ctx, usize::from(area.width));
-    let detail_height = (detail.len() as u16).min(area.height.saturating_sub(3));
+    // Lines wrap in the pane: count the rows they take, not the lines.
+    let width = usize::from(area.width.max(1));
+    let rows: usize = detail.iter().map(|l| l.width().div_ceil(width).max(1)).sum();
+    let detail_height = u16::try_from(rows).unwrap_or(u16::MAX).min(area.height.saturating_sub(3));
     let [table_area, _, detail_area] =
         Layout::vertical([Constraint::Fill(1), Constraint::Length(1), Constraint::Length(detail_height)]).areas(area);
 
@@ -176,10 +179,11 @@ fn detail_lines(test: &TestStatus, clocks: &Clocks, ctx: &ViewCtx, width: usize)
     let t = &ctx.theme;
     if let Some(run) = &test.current {
         let mut lines = steps_lines(run, clocks, ctx, width);
-        if let Some(line) = probe_line(run, t) {
+        // What the rental costs comes before the probe's figures: it must not be cut off.
+        if let Some(line) = session_line(run, clocks, ctx) {
             lines.push(line);
         }
-        if let Some(line) = session_line(run, clocks, ctx) {
+        if let Some(line) = probe_line(run, t) {
             lines.push(line);
         }
         return lines;
@@ -192,11 +196,18 @@ fn detail_lines(test: &TestStatus, clocks: &Clocks, ctx: &ViewCtx, width: usize)
         return vec![Line::styled(hint, t.dim())];
     };
     let mut lines = Vec::new();
+    // A deployment run has many steps: which one failed (its detail says why), and what the
+    // rental cost, matter.
+    let steps_say_why = test.kind == TestKind::Deploy;
+    if steps_say_why {
+        lines.extend(steps_lines(last, clocks, ctx, width));
+    }
     if let Some(s) = &last.summary {
         lines.push(Line::from(summary_text(&test.name, s)));
     }
     if let Some(v) = &last.verdict
         && !v.reasons.is_empty()
+        && !(steps_say_why && last.steps.iter().any(|s| s.status == crate::protocol::StepStatus::Failed))
     {
         lines.push(Line::styled(format!("{}: {}", test.name, v.reasons.join("; ")), t.bad()));
     }

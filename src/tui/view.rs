@@ -163,6 +163,7 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx) {
     let s = &app.state;
     let (shopper_symbol, shopper_word, shopper_style) = match &s.shopper.health {
         ShopperHealth::Unknown => ("○", "not checked", t.dim()),
+        ShopperHealth::NotUsed => ("○", "not used", t.dim()),
         ShopperHealth::Ok => ("●", "ok", t.good()),
         ShopperHealth::Unavailable { .. } => ("✖", "unavailable", t.bad()),
     };
@@ -177,14 +178,23 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, ctx: &ViewCtx) {
         format!(" {} · ", s.host),
     ];
     let brand = " llmdeck ";
+    // Rented GPUs cost money by the hour: always in sight (before the config path), red when
+    // something is left running.
+    let rentals = super::sessions_view::header_part(&s.shopper, ctx);
+    let rentals_len = rentals.as_ref().map_or(0, |(text, _)| text.chars().count());
     let middle = candidates
         .iter()
-        .find(|c| brand.len() + c.chars().count() + shopper.chars().count() <= room)
+        .find(|c| brand.len() + c.chars().count() + shopper.chars().count() + rentals_len <= room)
         .cloned()
         .unwrap_or_default();
     let mut left = vec![Span::styled(brand, t.header().patch(t.accent())), Span::raw(middle.clone())];
     if !middle.is_empty() {
         left.push(Span::styled(shopper, shopper_style));
+    }
+    if let Some((text, style)) = rentals
+        && !middle.is_empty()
+    {
+        left.push(Span::styled(text, style));
     }
     let [l, r] = Layout::horizontal([Constraint::Fill(1), Constraint::Length(clock.len() as u16)]).areas(area);
     frame.render_widget(Paragraph::new(Line::from(left)), l);
@@ -293,6 +303,10 @@ fn draw_overlay(frame: &mut Frame, area: Rect, app: &mut App, ctx: &ViewCtx) {
             frame.render_widget(block, rect);
             gpus::render_detail(frame, inner, &app.state.gpus, index, &ctx.theme);
         }
+        Overlay::Sessions(view) => {
+            let rect = centered(area, area.width.saturating_sub(4), area.height.saturating_sub(4));
+            super::sessions_view::render(frame, rect, &view, &app.state.shopper, ctx);
+        }
         Overlay::RunDetail(test, run) => tests_pane::render_run_detail(
             frame,
             centered(area, area.width.saturating_sub(8), area.height.saturating_sub(2)),
@@ -373,6 +387,8 @@ models:
   - { id: tinyllama, command: vllm, args: [serve, TinyLlama/TinyLlama-1.1B-Chat-v1.0], port: 8004, restart: { policy: no } }
 tests:
   - { name: qwen-local, kind: local, model: qwen-7b }
+  - { name: tinyllama-deploy, kind: deploy, model: TinyLlama/TinyLlama-1.1B-Chat-v1.0, max_price: 0.5,
+      deploy: { command: "vllm serve {model} --port {port}" } }
 "#;
 
     fn at(secs: i64) -> chrono::DateTime<Utc> {
@@ -540,6 +556,189 @@ tests:
         let (mut app, ctx) = busy_app();
         app.overlay = Overlay::Help;
         insta::assert_snapshot!(render(&mut app, &ctx, 120, 40));
+    }
+
+    /// Three rentals: one a run of this llmdeck owns, an orphan, and one stuck `stopping`.
+    fn with_sessions(app: &mut App) {
+        use crate::protocol::{RentedSession, SessionOwner, ShopperEvent, ShopperHealth};
+        let session = |id: &str, provider: &str, gpu: &str, status: &str, minutes: i64, price: f64, owner| {
+            let created_at = at(101) - chrono::Duration::minutes(minutes);
+            RentedSession {
+                id: id.into(),
+                provider: provider.into(),
+                gpu_type: gpu.into(),
+                status: status.into(),
+                created_at,
+                expires_at: created_at + chrono::Duration::hours(1),
+                price_per_hour: price,
+                owner,
+                stuck_since: None,
+                note: None,
+            }
+        };
+        let run = SessionOwner::Run {
+            test: "tinyllama-deploy".into(),
+            run_id: "20261203T140000Z-3fa2c1".into(),
+            this_engine: true,
+        };
+        let orphan = SessionOwner::Orphan { why: "owner gone (llmdeck pid 4242, test tinyllama-deploy)".into() };
+        let mut stuck = session(
+            "77be1c02",
+            "vastai",
+            "L4",
+            "stopping",
+            9,
+            0.3,
+            SessionOwner::Orphan { why: "its run is over".into() },
+        );
+        stuck.stuck_since = Some(at(101) - chrono::Duration::minutes(6));
+        stuck.note = Some("destroy retried".into());
+        let sessions = vec![
+            session("3f2a9c01", "vastai", "RTX 4090", "running", 12, 0.4, run),
+            {
+                let mut long = session("9c01aa77", "tensordock", "H100", "running", 182, 3.5, orphan);
+                long.expires_at = long.created_at + chrono::Duration::hours(12);
+                long
+            },
+            stuck,
+        ];
+        app.on_event(&Event::Shopper(ShopperEvent {
+            ts: at(101),
+            health: ShopperHealth::Ok,
+            sessions: Some(sessions),
+        }));
+        app.state.shopper.consumer_id = "llmdeck-gpu-box-07-3f9a1c22".into();
+    }
+
+    #[test]
+    fn sessions_view_with_an_orphan_and_a_stuck_session_120x40() {
+        let (mut app, ctx) = busy_app();
+        with_sessions(&mut app);
+        app.overlay = Overlay::Sessions(crate::tui::sessions_view::SessionsView::default());
+        let screen = render(&mut app, &ctx, 120, 40);
+        assert!(screen.contains("ORPHAN — owner gone") && screen.contains("STUCK stopping since"), "{screen}");
+        insta::assert_snapshot!(screen);
+    }
+
+    #[test]
+    fn the_header_shows_active_rentals_and_their_cost() {
+        let (mut app, ctx) = busy_app();
+        with_sessions(&mut app);
+        let screen = render(&mut app, &ctx, 160, 40);
+        let header = screen.lines().next().unwrap_or_default().to_owned();
+        assert!(header.contains("shopper ● ok · 3 active · $4.20/h · S sessions"), "{header}");
+        insta::assert_snapshot!(header);
+    }
+
+    /// A deployment run of `tinyllama-deploy` up to step `upto` (0-based), the last one
+    /// `last_status`, with its offer, session and probe figures.
+    fn deploy_run(app: &mut App, upto: usize, last_status: crate::protocol::StepStatus, last_detail: &str) {
+        use crate::protocol::{OfferInfo, ProbeProgress, RunChange, RunEvent, SessionInfo, StepStatus, deploy_steps};
+        let run = "20261203T140000Z-3fa2c1";
+        let ev = |secs, change| {
+            Event::Run(RunEvent { ts: at(secs), run: run.into(), test: "tinyllama-deploy".into(), change })
+        };
+        let steps: Vec<String> = deploy_steps::ALL.map(String::from).into();
+        app.on_event(&ev(
+            10,
+            RunChange::Started { kind: crate::config::TestKind::Deploy, target: "TinyLlama".into(), steps },
+        ));
+        let details = [
+            "healthy and ready",
+            "4.0 GB GPU memory (known model (tinyllama))",
+            "2 offers fit",
+            "L4 24G · $0.30/h (tensordock); next: RTX 4090 $0.40/h",
+            "session 3f2a9c01 · expires 15:00 UTC",
+            "running after 58s",
+            "root@203.0.113.7:22",
+            "started in the foreground",
+            "ready after 41s · /health and /v1/models",
+            "20/20 ok · p50 180 ms",
+        ];
+        for (i, detail) in details.iter().enumerate().take(upto) {
+            app.on_event(&ev(
+                20,
+                RunChange::Step {
+                    index: i,
+                    status: StepStatus::Done,
+                    detail: (*detail).into(),
+                    duration_ms: Some(1200),
+                },
+            ));
+        }
+        let offer = OfferInfo {
+            id: "o".into(),
+            provider: "tensordock".into(),
+            gpu_type: "L4".into(),
+            gpu_count: 1,
+            vram_gb: 24,
+            price_per_hour: 0.3,
+        };
+        app.on_event(&ev(20, RunChange::Offer { offer }));
+        let session =
+            SessionInfo { id: "3f2a9c01-0002".into(), status: "running".into(), price_per_hour: 0.3, rented_ms: None };
+        app.on_event(&ev(20, RunChange::Session { session }));
+        app.on_event(&ev(
+            90,
+            RunChange::Step { index: upto, status: last_status, detail: last_detail.into(), duration_ms: None },
+        ));
+        if upto == 9 {
+            let progress = ProbeProgress {
+                elapsed_ms: 4000,
+                done: 12,
+                planned: Some(20),
+                in_flight: 2,
+                outcomes: [(crate::protocol::Outcome::Success, 12)].into(),
+                ttft_p50_ms: Some(121.0),
+                requests_per_s: 3.0,
+                output_tokens_per_s: 48.0,
+                finished: false,
+            };
+            app.on_event(&ev(95, RunChange::Probe { progress }));
+        }
+        let now = std::time::Instant::now();
+        app.clocks.set_run_age(run, Some(upto), now, Duration::from_secs(150));
+        app.clocks.set_session_age(run, now, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn tests_pane_mid_deploy_run_120x40() {
+        let (mut app, ctx) = busy_app();
+        deploy_run(&mut app, 9, crate::protocol::StepStatus::Running, "20 requests, concurrency 2, streaming");
+        app.focus = Pane::Tests;
+        app.tests.selection = crate::tui::widgets::Selection::at(1);
+        let screen = render(&mut app, &ctx, 120, 40);
+        assert!(screen.contains("cost so far") && screen.contains("$0.05"), "{screen}");
+        insta::assert_snapshot!(screen);
+    }
+
+    #[test]
+    fn tests_pane_after_a_failed_deploy_run_120x40() {
+        use crate::protocol::{RunChange, RunEvent, StepStatus, Verdict};
+        let (mut app, ctx) = busy_app();
+        let oom =
+            "CUDA out of memory while loading: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB";
+        deploy_run(&mut app, 8, StepStatus::Failed, oom);
+        let run = "20261203T140000Z-3fa2c1";
+        let ev = |secs, change| {
+            Event::Run(RunEvent { ts: at(secs), run: run.into(), test: "tinyllama-deploy".into(), change })
+        };
+        app.on_event(&ev(
+            96,
+            RunChange::Step { index: 9, status: StepStatus::Skipped, detail: "not reached".into(), duration_ms: None },
+        ));
+        let cleanup = "session 3f2a9c01 stopped · rented 2m31s · $0.0126";
+        app.on_event(&ev(
+            99,
+            RunChange::Step { index: 10, status: StepStatus::Done, detail: cleanup.into(), duration_ms: Some(6100) },
+        ));
+        let verdict = Verdict::fail(format!("wait ready: {oom}"));
+        app.on_event(&ev(100, RunChange::Finished { verdict, summary: None, report_file: None }));
+        app.focus = Pane::Tests;
+        app.tests.selection = crate::tui::widgets::Selection::at(1);
+        let screen = render(&mut app, &ctx, 120, 40);
+        assert!(screen.contains("CUDA out of memory"), "{screen}");
+        insta::assert_snapshot!(screen);
     }
 
     #[test]

@@ -219,6 +219,14 @@ const WORKLOADS: [&str; 9] =
     ["llm", "llm_vllm", "llm_tgi", "training", "batch", "interactive", "inference", "ssh", "benchmark"];
 
 async fn create(State(shop): State<Arc<Shop>>, body: Bytes) -> Response {
+    let answer = create_now(shop.clone(), body).await;
+    if answer.status() == StatusCode::CREATED {
+        tokio::time::sleep(shop.timings.create).await;
+    }
+    answer
+}
+
+async fn create_now(shop: Arc<Shop>, body: Bytes) -> Response {
     if body.len() > 1024 * 1024 {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
     }

@@ -32,6 +32,10 @@ pub struct MockShopperArgs {
     /// How long done and DELETE take (they are synchronous, like the real service's)
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = crate::util::parse_duration)]
     pub destroy_delay: Duration,
+    /// How long a create takes to answer once the session exists (a client killed meanwhile
+    /// leaves a session it never heard of)
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = crate::util::parse_duration)]
+    pub create_delay: Duration,
     /// Refuse connections this long before listening (the real service's start-up sweep)
     #[arg(long, value_name = "SECS", default_value = "0", value_parser = crate::util::parse_duration)]
     pub startup_delay: Duration,
@@ -69,7 +73,7 @@ pub async fn run(args: MockShopperArgs) -> Result<ExitCode> {
         health_unavailable: args.health_unavailable,
         ..Faults::default()
     };
-    let timings = Timings { provision: args.provision_delay, destroy: args.destroy_delay };
+    let timings = Timings { provision: args.provision_delay, destroy: args.destroy_delay, create: args.create_delay };
     let shop = Shop::new(timings, ssh_addr.port(), root.path().to_owned(), faults);
     out!("mock-shopper listening on http://{http_addr} ssh {ssh_addr}");
 

@@ -169,6 +169,8 @@ pub struct Faults {
 pub struct Timings {
     pub provision: Duration,
     pub destroy: Duration,
+    /// How long a create takes to answer after the session exists (the real one is synchronous).
+    pub create: Duration,
 }
 
 pub struct Shop {
