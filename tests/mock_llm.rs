@@ -302,6 +302,24 @@ async fn streams_chat_and_completions_with_usage() -> Result<()> {
     Ok(())
 }
 
+/// Behaviours taught by the real server (llama.cpp's Python server): no /health, no usage in
+/// streams even when asked.
+#[tokio::test]
+async fn no_health_and_no_stream_usage_like_llama_cpp() -> Result<()> {
+    let mock = start(&["--no-health", "--no-stream-usage"]).await?;
+    let health = client()?.get(mock.url("/health")).send().await?;
+    assert_eq!(health.status(), 404);
+    let models = client()?.get(mock.url("/v1/models")).send().await?;
+    assert_eq!(models.status(), 200);
+    let mut request = chat("What is the capital of France?");
+    request["stream"] = json!(true);
+    request["stream_options"] = json!({"include_usage": true});
+    let events = sse_data(&mock.post("/v1/chat/completions", request).await?.text().await?);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(!events.iter().any(|e| e.contains("\"usage\"")), "{events:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn api_key_is_required_on_v1_and_never_printed() -> Result<()> {
     let secret = "sk-mock-test-7f3a";

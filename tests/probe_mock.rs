@@ -283,6 +283,27 @@ async fn a_stream_that_stalls_mid_answer_is_an_idle_timeout() -> Result<()> {
     Ok(())
 }
 
+/// Real servers (llama.cpp's Python server) answer a request that arrives while another runs
+/// with nothing: the role chunk then `[DONE]`, or empty content. That is not a success.
+#[tokio::test]
+async fn answers_cut_off_under_load_are_incomplete_not_successes() -> Result<()> {
+    let mock = Mock::start(&["--cut-off-when-busy", "--latency-ms", "200"]).await?;
+    for stream in [true, false] {
+        let opts = options(&mock.base, 8, stream);
+        assert_eq!(opts.concurrency, 4);
+        let report = run(opts).await?;
+        let (ok, cut) = (report.count(Outcome::Success), report.count(Outcome::Incomplete));
+        assert!(cut >= 1, "with four in flight some answers are cut off: {report:#?}");
+        assert_eq!(ok + cut, 8, "{report:#?}");
+        assert!(!report.all_succeeded());
+    }
+    // One at a time, nothing is cut off.
+    let mut opts = options(&mock.base, 4, true);
+    opts.concurrency = 1;
+    assert_all(&run(opts).await?, Outcome::Success, 4);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_connection_cut_mid_answer_is_a_connection_error() -> Result<()> {
     let mock = Mock::start(&["--drop-after-tokens", "3"]).await?;

@@ -123,19 +123,26 @@ fn supervised_probed_crashed_and_stopped() {
     assert_eq!(plain["outcomes"]["success"], 4, "{plain}");
     assert!(plain["output_tokens_per_s"].as_f64().is_some_and(|t| t > 0.0), "{plain}");
     assert_eq!(plain["model"], "smollm2");
+    // Even one at a time, this server sometimes answers a stream that follows another at once
+    // with the role chunk and `[DONE]` (it is still busy finishing the last one): counted as
+    // `incomplete`, never as a success. The first request of a run always gets an answer.
     let streamed = probe(&base, &["--requests", "4", "--concurrency", "1", "--stream"]);
     eprintln!("real server, streaming: {streamed}");
-    assert_eq!(streamed["outcomes"]["success"], 4, "{streamed}");
+    let (ok, cut) = (streamed["outcomes"]["success"].as_u64(), streamed["outcomes"]["incomplete"].as_u64());
+    assert_eq!(ok.unwrap_or(0) + cut.unwrap_or(0), 4, "{streamed}");
+    assert!(ok.is_some_and(|n| n >= 1), "{streamed}");
     let (ttft, latency) = (streamed["ttft_ms"]["p50"].as_f64(), streamed["latency_ms"]["p50"].as_f64());
     assert!(ttft.is_some_and(|t| latency.is_some_and(|l| t < l)), "TTFT below latency: {streamed}");
-    // Concurrent streams, as this server really answers them: one at a time is served, the
-    // others are cut off (a role chunk, then [DONE]) — counted as such, never as successes.
+    // Concurrent streams, as this server really answers them: at most one at a time is served
+    // (none, right after another stream), the others are cut off (a role chunk, then [DONE]) —
+    // counted as `incomplete`, never as successes.
     let busy = probe(&base, &["--requests", "8", "--concurrency", "4", "--stream"]);
     eprintln!("real server, 4 concurrent streams: {busy}");
     let success = busy["outcomes"]["success"].as_u64().unwrap_or(0);
     let cut_off = busy["outcomes"]["incomplete"].as_u64().unwrap_or(0);
     assert_eq!(success + cut_off, 8, "every request ends as a success or a cut-off answer: {busy}");
-    assert!(success >= 1, "{busy}");
+    // It serves one stream at a time: of four sent at once, at least three are cut off.
+    assert!(cut_off >= 3, "{busy}");
 
     // A crash (kill -9) is labelled, backed off and restarted to ready.
     let pid = d
@@ -174,7 +181,7 @@ async fn a_local_test_run_against_it_produces_a_report() {
     let Some(server) = real_server() else { return };
     let sb = Sandbox::new();
     let yaml = format!(
-        "gpu: {{ backend: none }}\nmodels:\n{}tests:\n  - {{ name: smol-local, kind: local, model: smol, probe: {{ requests: 4, concurrency: 1, max_tokens: 16 }} }}\n",
+        "gpu: {{ backend: none }}\nmodels:\n{}tests:\n  - {{ name: smol-local, kind: local, model: smol, probe: {{ requests: 4, concurrency: 1, max_tokens: 16, stream: false }} }}\n",
         model_yaml(&server, "smol", free_port(), "    autostart: false\n")
     );
     let config = llmdeck::config::load_str(&yaml, "test").unwrap_or_else(|e| panic!("{e}\n{yaml}"));

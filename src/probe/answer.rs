@@ -23,6 +23,8 @@ pub struct ChunkContent {
     /// Only the answer part (reasoning excluded), for the expected-answer check.
     pub answer: String,
     pub usage: Option<Usage>,
+    /// The chunk said why generation stopped.
+    pub finished: bool,
 }
 
 /// A whole non-streaming answer.
@@ -58,6 +60,9 @@ struct Message {
     content: Option<String>,
     #[serde(default)]
     reasoning_content: Option<String>,
+    /// Only its presence matters: a tool call is an answer without content.
+    #[serde(default)]
+    tool_calls: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +81,8 @@ struct StreamChoice {
     delta: Option<Message>,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 /// Parses a 2xx non-streaming body.
@@ -90,8 +97,14 @@ pub fn parse_full(body: &[u8], endpoint: Endpoint) -> Result<FullAnswer, Failure
     let (answer, reasoning) = match endpoint {
         Endpoint::Chat => {
             let message = choice.message.ok_or_else(|| Failure::malformed("the choice has no `message`"))?;
+            let content = message.content.unwrap_or_default();
+            let reasoning = message.reasoning_content.unwrap_or_default();
+            let tool_calls = message.tool_calls.as_ref().is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+            if content.is_empty() && reasoning.is_empty() && !tool_calls {
+                return Err(Failure::new(Outcome::Incomplete, "the answer has no content and no tool calls"));
+            }
             // `content` may be null (e.g. a reasoning model cut off by max_tokens).
-            (message.content.unwrap_or_default(), message.reasoning_content.unwrap_or_default())
+            (content, reasoning)
         }
         Endpoint::Completions => {
             (choice.text.ok_or_else(|| Failure::malformed("the choice has no `text`"))?, String::new())
@@ -116,6 +129,7 @@ pub fn parse_chunk(data: &str, endpoint: Endpoint) -> Result<ChunkContent, Failu
     let mut content = ChunkContent { usage: chunk.usage, ..ChunkContent::default() };
     // A usage-only final chunk has `choices: []`.
     if let Some(choice) = choices.into_iter().next() {
+        content.finished = choice.finish_reason.as_deref().is_some_and(|r| !r.is_empty());
         match endpoint {
             Endpoint::Chat => {
                 let delta = choice.delta.ok_or_else(|| Failure::malformed("a stream chunk's choice has no `delta`"))?;

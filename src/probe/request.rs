@@ -198,6 +198,8 @@ struct Tally {
     generated_chars: usize,
     usage: Option<Usage>,
     finished_at: Option<Instant>,
+    /// A chunk carried a `finish_reason`.
+    finish_seen: bool,
 }
 
 impl Tally {
@@ -258,9 +260,16 @@ where
         if event.data.trim() == "[DONE]" {
             tally.finished_at = Some(now);
             drain(&mut events, clock).await;
+            if tally.content_chunks == 0 && !tally.finish_seen {
+                return Err(Failure::new(
+                    Outcome::Incomplete,
+                    "the stream ended with no content and no finish_reason (cut off)",
+                ));
+            }
             return Ok(());
         }
         let chunk = answer::parse_chunk(&event.data, endpoint)?;
+        tally.finish_seen |= chunk.finished;
         if !chunk.text.is_empty() {
             tally.on_token(now);
             live_chunks.fetch_add(1, Ordering::Relaxed);

@@ -35,11 +35,15 @@ pub enum Outcome {
     Malformed,
     /// Cancelled by the caller while in flight; partial figures are kept.
     Cancelled,
+    /// A 2xx that carried no answer: a stream with no content and no `finish_reason` (the
+    /// role chunk, then `[DONE]`), or a JSON answer with no content and no tool calls. Real
+    /// servers cut answers off this way under load; it is not a success.
+    Incomplete,
 }
 
 impl Outcome {
     /// Every class, in report order.
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Success,
         Outcome::RateLimited,
         Outcome::ClientError,
@@ -50,6 +54,7 @@ impl Outcome {
         Outcome::TimeoutTotal,
         Outcome::ConnectionError,
         Outcome::Malformed,
+        Outcome::Incomplete,
         Outcome::Cancelled,
     ];
 
@@ -67,6 +72,7 @@ impl Outcome {
             Outcome::ConnectionError => "connection_error",
             Outcome::Malformed => "malformed",
             Outcome::Cancelled => "cancelled",
+            Outcome::Incomplete => "incomplete",
         }
     }
 

@@ -132,6 +132,20 @@ pub struct MockLlmArgs {
     #[arg(long, default_value = "0", value_parser = faults::parse_rate, value_name = "LINES_PER_S")]
     pub log_rate: f64,
 
+    /// Answer 404 on /health, like llama.cpp's Python server (readiness from /v1/models alone)
+    #[arg(long)]
+    pub no_health: bool,
+
+    /// Never send a usage chunk in streams, even when asked (llama.cpp's Python server);
+    /// clients must count tokens themselves
+    #[arg(long)]
+    pub no_stream_usage: bool,
+
+    /// While another request is in flight, answer with nothing: a stream sends the role chunk
+    /// then `[DONE]`, a JSON answer has empty content (llama.cpp's Python server under load)
+    #[arg(long)]
+    pub cut_off_when_busy: bool,
+
     #[command(flatten)]
     pub faults: Box<FaultArgs>,
 }
@@ -279,6 +293,9 @@ pub async fn run(args: MockLlmArgs) -> Result<ExitCode> {
         token_interval: (args.tokens_per_s > 0.0).then(|| Duration::from_secs_f64(1.0 / args.tokens_per_s)),
         output_tokens: args.output_tokens,
         started_unix: server::unix_now(),
+        no_health: args.no_health,
+        no_stream_usage: args.no_stream_usage,
+        cut_off_when_busy: args.cut_off_when_busy,
     });
     console::listening(addr, pid);
     console::spawn_log_ticker(args.log_rate, stats, faults)?;

@@ -38,6 +38,12 @@ pub struct Shared {
     pub output_tokens: u32,
     /// Unix time the server started (`created` of the model card).
     pub started_unix: u64,
+    /// `--no-health`: /health answers 404.
+    pub no_health: bool,
+    /// `--no-stream-usage`: streams never carry usage.
+    pub no_stream_usage: bool,
+    /// `--cut-off-when-busy`: answers are empty while another request is in flight.
+    pub cut_off_when_busy: bool,
 }
 
 impl Shared {
@@ -87,8 +93,8 @@ async fn track(State(shared): State<Arc<Shared>>, request: Request, next: Next) 
     response.map(|body| TrackedBody::wrap(body, in_flight))
 }
 
-async fn health() -> StatusCode {
-    StatusCode::OK
+async fn health(State(shared): State<Arc<Shared>>) -> StatusCode {
+    if shared.no_health { StatusCode::NOT_FOUND } else { StatusCode::OK }
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> Response {
@@ -204,6 +210,9 @@ async fn answer(shared: Arc<Shared>, job: Job) -> Response {
             leading_space: job.kind == Kind::Completion,
         },
     );
+    // This request counts itself: more than one in flight means another is running.
+    let cut_off = shared.cut_off_when_busy && shared.stats.in_flight() > 1;
+    let generation = if cut_off { generation.emptied() } else { generation };
     let usage = Usage::new(job.prompt_tokens, generation.token_count());
     let reply = Reply {
         kind: job.kind,
@@ -211,8 +220,9 @@ async fn answer(shared: Arc<Shared>, job: Job) -> Response {
         created: unix_now(),
         generation,
         usage,
-        include_usage: job.include_usage,
+        include_usage: job.include_usage && !shared.no_stream_usage,
         malformed: injected == Injected::Malformed,
+        cut_off,
     };
     if job.stream { stream::response(shared, reply) } else { whole_answer(shared, reply).await }
 }

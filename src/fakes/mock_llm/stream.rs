@@ -52,6 +52,9 @@ pub struct Reply {
     pub include_usage: bool,
     /// Send one broken chunk (streaming) or a truncated body (non-streaming).
     pub malformed: bool,
+    /// `--cut-off-when-busy` struck: no content and no `finish_reason` (streams go from the
+    /// role chunk straight to `[DONE]`).
+    pub cut_off: bool,
 }
 
 /// The streaming response; the body is produced lazily, so pacing and faults happen on the wire.
@@ -153,6 +156,7 @@ impl SseStream {
                     }
                     return Some(event);
                 }
+                Step::Finish if self.reply.cut_off => self.step = Step::Done,
                 Step::Finish => {
                     self.step = if self.reply.include_usage { Step::Usage } else { Step::Done };
                     let finish = Some(self.reply.generation.finish_reason.as_str());

@@ -64,6 +64,12 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// The same answer with nothing in it (a server that cut it off).
+    pub fn emptied(mut self) -> Self {
+        self.tokens.clear();
+        self
+    }
+
     pub fn text(&self) -> String {
         self.tokens.concat()
     }
