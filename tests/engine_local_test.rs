@@ -245,3 +245,33 @@ async fn commands_reach_their_model_in_the_order_submitted() {
     }
     engine.shutdown("test over").await;
 }
+
+/// With visible GPUs (simulated here), a local run reports the GPU energy its probe took and
+/// the joules per output token, from the sampler's energy counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_run_on_simulated_gpus_reports_energy_per_token() {
+    let sb = common::Sandbox::new();
+    let mut opts = options(&sb, "{ requests: 12, concurrency: 1, max_tokens: 16 }", ", --latency-ms, \"150\"", "");
+    opts.config.gpu.backend = config::GpuBackend::Simulated;
+    opts.config.gpu.sample_ms = 100;
+    let (engine, handle, mut events) = engine_with_ready_model(opts).await;
+    // The sampler has seen the model's process on a GPU before the probe starts.
+    next_matching(&mut events, "a sample showing the model on a GPU", |e| {
+        matches!(e, Event::Gpu(llmdeck::protocol::GpuEvent::Sampled { gpus, .. })
+            if gpus.iter().any(|g| g.processes.iter().any(|p| p.model.as_deref() == Some("m"))))
+    })
+    .await;
+    handle.send(Command::RunTest { test: "smoke".into() }).await.expect("run accepted");
+    let done = next_matching(&mut events, "the verdict", finished("smoke")).await;
+    let (outcome, reasons, report) = verdict_of(&done);
+    assert_eq!(outcome, VerdictOutcome::Pass, "{reasons:?}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.expect("report")).expect("report file")).expect("json");
+    let energy = &json["energy"];
+    let joules = energy["joules"].as_f64().unwrap_or(0.0);
+    assert!(joules > 0.0, "energy over the probe: {json}");
+    let per_token = energy["joules_per_output_token"].as_f64().unwrap_or(0.0);
+    assert!(per_token > 0.0 && per_token < joules, "{energy}");
+    assert!(!energy["gpus"].as_array().is_none_or(Vec::is_empty), "{energy}");
+    engine.shutdown("test over").await;
+}

@@ -139,9 +139,9 @@ impl DeployRun {
         match self.steps_until_probe(ctx).await {
             Ok(report) => {
                 let verdict = super::verdict::judge(&report, &ctx.test.pass, ctx.cancel.is_cancelled());
-                MainOutcome { verdict, probe: Some(report) }
+                MainOutcome { verdict, probe: Some(report), energy: None }
             }
-            Err(verdict) => MainOutcome { verdict, probe: None },
+            Err(verdict) => MainOutcome::ended(verdict),
         }
     }
 

@@ -61,12 +61,15 @@ impl LocalRun {
 
     pub(super) async fn main(&mut self, ctx: &mut RunCtx) -> MainOutcome {
         if let Err(verdict) = self.wait_until_ready(ctx).await {
-            return MainOutcome { verdict, probe: None };
+            return MainOutcome::ended(verdict);
         }
+        let before = gpu_energy(ctx, &self.model.id);
         let report = match probe_step(ctx, PROBE, self.opts.clone()).await {
             Ok(report) => report,
-            Err(verdict) => return MainOutcome { verdict, probe: None },
+            Err(verdict) => return MainOutcome::ended(verdict),
         };
+        let after = gpu_energy(ctx, &self.model.id);
+        let energy = crate::protocol::EnergyFigures::between(&before, &after, report.extra.output_tokens);
         let verdict = super::verdict::judge(&report, &ctx.test.pass, ctx.cancel.is_cancelled());
         let (status, detail) = match verdict.outcome {
             VerdictOutcome::Pass => (StepStatus::Done, "pass".to_owned()),
@@ -75,7 +78,7 @@ impl LocalRun {
         };
         ctx.step_running(VERDICT, "judging").await;
         ctx.step_over(VERDICT, status, detail).await;
-        MainOutcome { verdict, probe: Some(report) }
+        MainOutcome { verdict, probe: Some(report), energy }
     }
 
     /// Ready already, or started by the run and ready within `wait_ready_s`.
@@ -253,6 +256,18 @@ async fn run_cleanup_command(
         ctx.log(Level::Info, format!("cleanup: {line}")).await;
     }
     Ok(status)
+}
+
+/// The energy counters of the GPUs `model`'s processes hold memory on (index, joules).
+fn gpu_energy(ctx: &RunCtx, model: &str) -> Vec<(u32, f64)> {
+    ctx.hub().with_state(|s| {
+        s.gpus
+            .gpus
+            .iter()
+            .filter(|g| g.processes.iter().any(|p| p.model.as_deref() == Some(model)))
+            .filter_map(|g| g.energy_j.map(|j| (g.index, j)))
+            .collect()
+    })
 }
 
 /// The probe as a step of a run: live figures as events, the outcome in the step's detail.

@@ -14,6 +14,13 @@ use crate::protocol::{Alert, ProbeReport, REPORT_SCHEMA, RUN_HISTORY, Run, RunRe
 
 const ABANDONED_FILE: &str = "abandoned-cleanups.json";
 
+/// What a report carries beyond the run and the probe.
+#[derive(Debug, Default)]
+pub(super) struct Extras {
+    pub cost_usd: Option<f64>,
+    pub energy: Option<crate::protocol::EnergyFigures>,
+}
+
 /// Writes the report of a finished run; its path.
 pub(super) async fn write(
     data_dir: &Path,
@@ -21,8 +28,10 @@ pub(super) async fn write(
     test: &TestConfig,
     wall_time: Duration,
     probe: Option<ProbeReport>,
-    cost_usd: Option<f64>,
+    extras: Extras,
 ) -> std::io::Result<String> {
+    let output_tokens = probe.as_ref().map_or(0, |p| p.extra.output_tokens);
+    let cost_per_million = extras.cost_usd.filter(|_| output_tokens > 0).map(|c| c / output_tokens as f64 * 1e6);
     let dir = data_dir.join("results");
     let path = dir.join(format!("{}-{}.json", sanitize_file_stem(&test.name), sanitize_file_stem(&run.id)));
     let report = RunReport {
@@ -31,7 +40,9 @@ pub(super) async fn write(
         config: redacted(test),
         wall_time_s: wall_time.as_secs_f64(),
         probe,
-        cost_usd,
+        cost_usd: extras.cost_usd,
+        cost_per_million_output_tokens_usd: cost_per_million,
+        energy: extras.energy,
     };
     let json = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?;
     tokio::fs::create_dir_all(&dir).await?;
@@ -197,7 +208,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = config();
         for n in 0..(RUN_HISTORY as u32 + 3) {
-            write(dir.path(), &finished_run(n), &config.tests[0], Duration::from_secs(1), None, None)
+            write(dir.path(), &finished_run(n), &config.tests[0], Duration::from_secs(1), None, Extras::default())
                 .await
                 .expect("written");
         }

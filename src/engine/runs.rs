@@ -209,6 +209,14 @@ impl Plan {
 pub(super) struct MainOutcome {
     pub verdict: Verdict,
     pub probe: Option<ProbeReport>,
+    /// GPU energy over the probe, when the model's GPUs are visible.
+    pub energy: Option<crate::protocol::EnergyFigures>,
+}
+
+impl MainOutcome {
+    pub fn ended(verdict: Verdict) -> Self {
+        MainOutcome { verdict, probe: None, energy: None }
+    }
 }
 
 /// A run as it goes: its own copy of the [`Run`] (the same changes the events carry), the
@@ -313,7 +321,7 @@ async fn drive(mut ctx: RunCtx, mut plan: Plan) {
         Err(panic) => {
             let why = panic_message(panic.as_ref());
             tracing::error!("the run of {} panicked: {why}", ctx.test.name);
-            MainOutcome { verdict: Verdict::fail(format!("the run crashed (a bug in llmdeck): {why}")), probe: None }
+            MainOutcome::ended(Verdict::fail(format!("the run crashed (a bug in llmdeck): {why}")))
         }
     };
     ctx.skip_pending(skip_reason(&outcome.verdict)).await;
@@ -326,9 +334,9 @@ async fn drive(mut ctx: RunCtx, mut plan: Plan) {
     ctx.run.summary.clone_from(&summary);
     ctx.run.verdict = Some(verdict.clone());
     ctx.run.finished = Some(Utc::now());
-    let cost = plan.cost_usd();
+    let extras = reports::Extras { cost_usd: plan.cost_usd(), energy: outcome.energy };
     let report_file =
-        reports::write(&ctx.setup.data_dir, &ctx.run, &ctx.test, ctx.started.elapsed(), outcome.probe, cost)
+        reports::write(&ctx.setup.data_dir, &ctx.run, &ctx.test, ctx.started.elapsed(), outcome.probe, extras)
             .await
             .map_err(|e| tracing::warn!("writing the report of {}: {e}", ctx.test.name))
             .ok();

@@ -349,4 +349,47 @@ pub struct RunReport {
     /// What the rental cost (deployment runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// Cost per million output tokens (deployment runs with a probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_million_output_tokens_usd: Option<f64>,
+    /// GPU energy over the probe (local runs whose model's GPUs are visible); `null` when not
+    /// known.
+    #[serde(default)]
+    pub energy: Option<EnergyFigures>,
+}
+
+/// GPU energy spent during a probe, from the GPU sampler's energy counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnergyFigures {
+    /// Joules over the probe, summed over `gpus`.
+    pub joules: f64,
+    /// Joules per output token of successful requests (`null` without tokens).
+    pub joules_per_output_token: Option<f64>,
+    /// The GPUs the model's processes held memory on (a GPU shared with another model counts
+    /// whole).
+    pub gpus: Vec<u32>,
+}
+
+impl EnergyFigures {
+    /// Energy between two readings of the same GPUs (index → joules); `None` when a GPU has
+    /// no reading in either, or the counters did not move.
+    pub fn between(before: &[(u32, f64)], after: &[(u32, f64)], output_tokens: u64) -> Option<EnergyFigures> {
+        if before.is_empty() {
+            return None;
+        }
+        let mut joules = 0.0;
+        for (gpu, start) in before {
+            let (_, end) = after.iter().find(|(g, _)| g == gpu)?;
+            joules += (end - start).max(0.0);
+        }
+        if joules <= 0.0 || !joules.is_finite() {
+            return None;
+        }
+        let per_token = (output_tokens > 0).then(|| joules / output_tokens as f64);
+        Some(EnergyFigures {
+            joules,
+            joules_per_output_token: per_token,
+            gpus: before.iter().map(|(g, _)| *g).collect(),
+        })
+    }
 }
