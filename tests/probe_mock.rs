@@ -593,9 +593,14 @@ async fn wrong_content_types_unfinished_streams_and_redirects_are_malformed() ->
 // ---- `llmdeck probe` ----
 
 async fn probe_cmd(args: &[&str]) -> Result<std::process::Output> {
+    probe_cmd_with_env(args, &[]).await
+}
+
+async fn probe_cmd_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<std::process::Output> {
     let child = Command::new(BIN)
         .arg("probe")
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -647,9 +652,17 @@ async fn the_command_reports_usage_errors_with_exit_2() -> Result<()> {
         vec!["not-a-url"],
         vec!["http://127.0.0.1:1", "--api-key-env", "PROBE_TEST_UNSET_VARIABLE"],
         vec!["http://127.0.0.1:1", "--prompt-file", "/nonexistent/prompts.jsonl"],
+        // Numbers that used to panic, and one past the concurrency bound.
+        vec!["http://127.0.0.1:1", "--timeout-total", "1e20"],
+        vec!["http://127.0.0.1:1", "--duration", "1e300"],
+        vec!["http://127.0.0.1:1", "--rate", "1e-300"],
+        vec!["http://127.0.0.1:1", "--rate", "1e300"],
+        vec!["http://127.0.0.1:1", "--concurrency", "100000"],
     ] {
         let out = probe_cmd(&args).await?;
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked") && !stderr.trim().is_empty(), "{args:?}: {stderr}");
     }
     // An endpoint that cannot be reached is a failed check, not a usage error.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -704,5 +717,60 @@ async fn ctrl_c_prints_the_partial_report_and_exits_130() -> Result<()> {
     assert_eq!(json["outcomes"]["cancelled"], 3);
     assert_eq!(json["requests"], 3);
     mock.wait_stats("3 client disconnects", |s| s["client_disconnects"] == 3).await?;
+    Ok(())
+}
+
+/// A hostile endpoint cannot write to the operator's terminal through the probe's text output:
+/// its model id and error messages carry a clipboard write (OSC 52), a title (OSC 0) and
+/// screen-clearing CSI sequences, in 7-bit and C1 forms; what is shown is the visible text.
+#[tokio::test]
+async fn a_hostile_servers_escape_sequences_never_reach_the_terminal() -> Result<()> {
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    let model = "evil\x1b]52;c;aGVsbG8=\x07-model\x1b[2J\u{9b}31m";
+    let message = "bad\x1b]0;pwned\x07 request\x1b[1;1H\u{9d}52;c;eA==\u{9c}!";
+    let app = axum::Router::new()
+        .route("/v1/models", get(move || async move { axum::Json(serde_json::json!({"data": [{"id": model}]})) }))
+        .route(
+            "/v1/chat/completions",
+            post(move || async move {
+                (StatusCode::BAD_REQUEST, axum::Json(serde_json::json!({"error": {"message": message}})))
+            }),
+        );
+    let base = serve(app).await?;
+    for stream in [false, true] {
+        let mut args = vec![base.as_str(), "-n", "2"];
+        if !stream {
+            args.push("--no-stream");
+        }
+        let out = probe_cmd(&args).await?;
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let stdout = String::from_utf8(out.stdout)?;
+        let stderr = String::from_utf8(out.stderr)?;
+        for text in [&stdout, &stderr] {
+            assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "a control character got through: {text:?}");
+        }
+        assert!(stdout.contains("evil-model"), "{stdout}");
+        assert!(stdout.contains("bad request!"), "{stdout}");
+    }
+    Ok(())
+}
+
+/// A bearer key for a local model never travels to a proxy: with every proxy variable pointing
+/// at a port nobody listens on, a loopback target is still reached directly.
+#[tokio::test]
+async fn loopback_targets_never_go_through_a_proxy() -> Result<()> {
+    let mock = Mock::start(&[]).await?;
+    // Port 1: privileged, nothing listens there.
+    let proxy = "http://127.0.0.1:1".to_owned();
+    let env: Vec<(&str, &str)> = ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+        .into_iter()
+        .map(|k| (k, proxy.as_str()))
+        .chain([("NO_PROXY", ""), ("no_proxy", "")])
+        .collect();
+    let out = probe_cmd_with_env(&[&mock.base, "--json", "-n", "2", "--no-stream"], &env).await?;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let json: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(json["outcomes"]["success"], 2);
     Ok(())
 }

@@ -154,7 +154,7 @@ pub async fn run(args: ProbeArgs) -> color_eyre::Result<ExitCode> {
             return Ok(exit::code(exit::CANCELLED));
         }
         Err(e) => {
-            say!("llmdeck probe: {e}");
+            say!("llmdeck probe: {}", shown(&e.to_string()));
             return Ok(exit::code(exit::FAILED));
         }
     };
@@ -262,8 +262,8 @@ pub fn format_table(report: &ProbeReport, args: &ProbeArgs) -> String {
         Endpoint::Chat => "chat",
         Endpoint::Completions => "completions",
     };
-    let _ = writeln!(out, "target   {}", report.target);
-    let _ = writeln!(out, "model    {} ({endpoint}, {mode})", report.model);
+    let _ = writeln!(out, "target   {}", shown(&report.target));
+    let _ = writeln!(out, "model    {} ({endpoint}, {mode})", shown(&report.model));
     let _ = writeln!(
         out,
         "requests {} in {:.2} s: {:.1} req/s, {:.1} output tok/s{}",
@@ -309,11 +309,17 @@ pub fn format_table(report: &ProbeReport, args: &ProbeArgs) -> String {
         let _ = writeln!(out, "errors (first distinct messages per class)");
         for (outcome, messages) in &report.errors {
             for message in messages {
-                let _ = writeln!(out, "  {outcome}: {message}");
+                let _ = writeln!(out, "  {outcome}: {}", shown(message));
             }
         }
     }
     out
+}
+
+/// Text the server sent, fit for the operator's terminal: no escape sequence (a title, a
+/// clipboard write) or control character gets through.
+fn shown(text: &str) -> String {
+    crate::util::clean_excerpt(text, 1000)
 }
 
 fn percentile_row(name: &str, p: &Percentiles) -> String {

@@ -179,6 +179,13 @@ async fn publish_until_done(
     }
 }
 
+/// The most requests in flight at once (as `probe.concurrency` in the configuration).
+pub const MAX_CONCURRENCY: u32 = 1024;
+/// The open loop's bounds in requests per second: slower is one request per 17 minutes,
+/// faster no client here keeps up with.
+const MIN_RATE: f64 = 0.001;
+const MAX_RATE: f64 = 1_000_000.0;
+
 fn validate(opts: &ProbeOptions) -> Result<(), ProbeError> {
     let invalid = |m: &str| Err(ProbeError::Invalid(m.to_owned()));
     match opts.stop {
@@ -189,8 +196,11 @@ fn validate(opts: &ProbeOptions) -> Result<(), ProbeError> {
     if opts.concurrency == 0 {
         return invalid("the concurrency must be at least 1");
     }
-    if opts.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return invalid("the rate must be a positive number of requests per second");
+    if opts.concurrency > MAX_CONCURRENCY {
+        return invalid(&format!("the concurrency must be at most {MAX_CONCURRENCY}"));
+    }
+    if opts.rate.is_some_and(|r| !(MIN_RATE..=MAX_RATE).contains(&r)) {
+        return invalid(&format!("the rate must be between {MIN_RATE} and {MAX_RATE} requests per second"));
     }
     if opts.max_tokens == 0 {
         return invalid("max tokens must be at least 1");
@@ -219,7 +229,13 @@ pub fn normalise_base_url(raw: &str) -> Result<String, ProbeError> {
 }
 
 fn build_client(opts: &ProbeOptions) -> Result<reqwest::Client, ProbeError> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    // A bearer key for a local model must never travel to a proxy; others honour
+    // HTTP(S)_PROXY and NO_PROXY.
+    if crate::util::is_loopback_url(&opts.base_url) {
+        builder = builder.no_proxy();
+    }
+    builder
         .connect_timeout(opts.timeouts.connect)
         .pool_max_idle_per_host(opts.concurrency as usize)
         // A redirect is reported, not followed (a POST would silently become a GET).

@@ -50,9 +50,10 @@ impl Aggregator {
             self.ttft_us.push(to_micros(ttft));
         }
         self.itl_us.extend(record.itl.iter().map(|d| to_micros(*d)));
-        self.extra.output_tokens += record.completion_tokens;
+        // Counts come from the server: a nonsense one saturates instead of overflowing.
+        self.extra.output_tokens = self.extra.output_tokens.saturating_add(record.completion_tokens);
         self.extra.output_tokens_estimated |= record.tokens_estimated;
-        self.extra.prompt_tokens += record.prompt_tokens.unwrap_or(0);
+        self.extra.prompt_tokens = self.extra.prompt_tokens.saturating_add(record.prompt_tokens.unwrap_or(0));
         if let Some(matched) = record.answer_matched {
             self.extra.answers_checked += 1;
             self.extra.answers_matched += u64::from(matched);

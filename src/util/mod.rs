@@ -38,12 +38,14 @@ pub fn clean_excerpt(text: &str, max_chars: usize) -> String {
     let mut out = String::new();
     let mut chars = 0;
     let mut space = false;
-    for c in text.chars() {
+    let mut input = text.chars().peekable();
+    while let Some(c) = input.next() {
         if c.is_whitespace() {
             space = !out.is_empty();
             continue;
         }
         if c.is_control() {
+            skip_escape_sequence(c, &mut input);
             continue;
         }
         if chars >= max_chars {
@@ -59,6 +61,29 @@ pub fn clean_excerpt(text: &str, max_chars: usize) -> String {
         chars += 1;
     }
     out
+}
+
+/// After a control character `first` taken from `rest`: when it starts an escape sequence
+/// (ESC, or the C1 forms of CSI, OSC, DCS, SOS, PM, APC), consumes the rest of it from
+/// `rest` — so a terminal title, a clipboard write (OSC 52) or a cursor move from a peer
+/// leaves nothing behind, not even its parameters. Other control characters consume nothing.
+pub fn skip_escape_sequence(first: char, rest: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    let introducer = if first == '\x1b' { rest.next() } else { Some(first) };
+    match introducer {
+        // CSI: parameters up to a final byte in @..~ (colours, cursor moves).
+        Some('[' | '\u{9b}') => {
+            rest.find(|c| ('@'..='~').contains(c));
+        }
+        // OSC, DCS, SOS, PM, APC: a string up to BEL or ST (ESC \ or U+009C).
+        Some(']' | 'P' | 'X' | '^' | '_' | '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}') => {
+            while let Some(c) = rest.next() {
+                if c == '\x07' || c == '\u{9c}' || (c == '\x1b' && rest.next_if_eq(&'\\').is_some()) {
+                    break;
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Whether a URL's host is this machine (`localhost`, `127.x`, `::1`): such targets never go
@@ -96,7 +121,6 @@ pub fn fmt_duration_ms(ms: u64) -> String {
     }
 }
 
-/// This machine's host name, or `localhost`.
 /// Writes `bytes` whole (a temporary file synced and renamed into place), readable by the
 /// owner only: a crash leaves the old file or the new one, never half of either.
 pub fn write_private_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -110,21 +134,32 @@ pub fn write_private_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Re
     std::fs::rename(&tmp, path)
 }
 
+/// This machine's host name, or `localhost`.
 pub fn hostname() -> String {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
 }
 
-/// Parses a command-line duration: plain seconds (`1`, `0.5`) or with a unit (`500ms`, `2m`).
+/// The longest duration a command-line flag takes (30 days): beyond it a number is a typo,
+/// and arithmetic on instants would overflow.
+pub const MAX_FLAG_DURATION: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+/// Parses a command-line duration: plain seconds (`1`, `0.5`) or with a unit (`500ms`, `2m`),
+/// at most [`MAX_FLAG_DURATION`].
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(std::time::Duration::from_secs_f64(secs));
+    let parsed = if let Ok(secs) = s.parse::<f64>() {
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(format!("`{s}` is not a valid duration (a non-negative number of seconds)"));
         }
-        return Err(format!("`{s}` is not a valid duration (a non-negative number of seconds)"));
+        std::time::Duration::try_from_secs_f64(secs).unwrap_or(std::time::Duration::MAX)
+    } else {
+        humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is not a valid duration ({e}); try `1`, `0.5`, `500ms` or `2m`"))?
+    };
+    if parsed > MAX_FLAG_DURATION {
+        return Err(format!("`{s}` is longer than 30 days, the longest duration llmdeck takes"));
     }
-    humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a valid duration ({e}); try `1`, `0.5`, `500ms` or `2m`"))
+    Ok(parsed)
 }
 
 /// `outer: inner: innermost`, each part once, without reqwest's "for url (...)" (the same for
@@ -183,5 +218,28 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), std::time::Duration::from_secs(120));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn absurd_durations_are_refused_not_panicked_on() {
+        for s in ["1e20", "1e300", "100000000000000000000000s", "31days", "-1", "NaN", "inf"] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+        assert_eq!(parse_duration("30days").unwrap(), MAX_FLAG_DURATION);
+    }
+
+    #[test]
+    fn excerpts_drop_whole_escape_sequences() {
+        let hostile = "mo\x1b]52;c;aGVsbG8=\x07del\x1b[2J\x1b[31m-x\u{9b}1;1H\u{9d}0;title\u{9c} \x1b]0;t\x1b\\ok\x1bc";
+        assert_eq!(clean_excerpt(hostile, 100), "model-x ok");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_control_character_survives_an_excerpt(text in proptest::prelude::any::<String>(), max in 0usize..200) {
+            let out = clean_excerpt(&text, max);
+            proptest::prop_assert!(!out.chars().any(char::is_control), "{out:?}");
+            proptest::prop_assert!(out.chars().count() <= max + 1);
+        }
     }
 }

@@ -290,7 +290,8 @@ pub async fn run(args: MockLlmArgs) -> Result<ExitCode> {
         stats: Arc::clone(&stats),
         faults: Arc::clone(&faults),
         latency: Duration::from_millis(args.latency_ms),
-        token_interval: (args.tokens_per_s > 0.0).then(|| Duration::from_secs_f64(1.0 / args.tokens_per_s)),
+        token_interval: (args.tokens_per_s > 0.0)
+            .then(|| Duration::try_from_secs_f64(1.0 / args.tokens_per_s).unwrap_or(Duration::MAX)),
         output_tokens: args.output_tokens,
         started_unix: server::unix_now(),
         no_health: args.no_health,

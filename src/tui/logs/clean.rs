@@ -40,21 +40,9 @@ pub(super) fn clean_into(raw: &str, out: &mut String) {
     let mut chars = raw.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
-            '\x1b' => match chars.next() {
-                // CSI: parameters up to a final byte in @..~ (colours, cursor moves).
-                Some('[') => {
-                    chars.by_ref().find(|c| ('@'..='~').contains(c));
-                }
-                // OSC: up to BEL or ESC \ (titles, hyperlinks).
-                Some(']') => {
-                    while let Some(c) = chars.next() {
-                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
+            '\x1b' | '\u{9b}' | '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => {
+                crate::util::skip_escape_sequence(c, &mut chars);
+            }
             '\t' => out.push_str(TAB),
             c if c.is_control() => out.push('\u{fffd}'),
             c => out.push(c),
