@@ -184,7 +184,7 @@ impl DeployRun {
         self.over(ctx, SSH_CONNECT, connected).await?;
 
         let command = self.command(&test);
-        ctx.step_running(DEPLOY, command.clone()).await;
+        ctx.step_running(DEPLOY, crate::util::redact_command_line(&command)).await;
         let deployed = guarded(&cancel, self.start_deploy(ctx, &command)).await;
         self.over(ctx, DEPLOY, deployed).await?;
 
@@ -468,7 +468,7 @@ impl DeployRun {
         }
         let follower = ssh.exec(&logs_command, &env, self.forward_output(ctx)).await.map_err(|e| e.to_string())?;
         self.follower = Some(follower);
-        Ok(format!("detached; following `{logs_command}`"))
+        Ok(format!("detached; following `{}`", crate::util::redact_command_line(&logs_command)))
     }
 
     /// A channel whose lines go to the test's log, remembered for failures and checked for OOM.

@@ -163,7 +163,7 @@ impl LocalRun {
     /// the cleanup is cut short; its output goes to the test's log.
     pub(super) async fn cleanup(&mut self, ctx: &mut RunCtx, verdict: &Verdict) {
         let Some(command) = self.cleanup_command.clone() else { return };
-        ctx.step_running(CLEANUP, format!("sh -c {command:?}")).await;
+        ctx.step_running(CLEANUP, format!("sh -c {:?}", crate::util::redact_command_line(&command))).await;
         ctx.log(Level::Info, format!("cleanup: running {command:?}")).await;
         let (status, detail) = match run_cleanup_command(ctx, &command, verdict).await {
             Ok(status) if status.success() => (StepStatus::Done, "exit 0".to_owned()),

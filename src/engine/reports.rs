@@ -62,15 +62,12 @@ async fn write_private(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
 /// of secret-looking arguments in commands).
 fn redacted(test: &TestConfig) -> serde_json::Value {
     let mut value = serde_json::to_value(test).unwrap_or_default();
-    if let Some(command) = value.pointer_mut("/deploy/command")
-        && let Some(text) = command.as_str()
-    {
-        *command = serde_json::Value::String(crate::util::redact_command_line(text));
-    }
-    if let Some(command) = value.pointer_mut("/cleanup_command")
-        && let Some(text) = command.as_str()
-    {
-        *command = serde_json::Value::String(crate::util::redact_command_line(text));
+    for at in ["/deploy/command", "/deploy/logs_command", "/cleanup_command"] {
+        if let Some(command) = value.pointer_mut(at)
+            && let Some(text) = command.as_str()
+        {
+            *command = serde_json::Value::String(crate::util::redact_command_line(text));
+        }
     }
     if let Some(env) = value.pointer_mut("/deploy/env").and_then(|e| e.as_object_mut()) {
         for v in env.values_mut() {

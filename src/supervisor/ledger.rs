@@ -109,8 +109,9 @@ fn end_marked<'a>(run_ids: impl Iterator<Item = &'a str>) -> Vec<Leftover> {
 fn kill_all(marked: Vec<(u32, String)>) -> Vec<Leftover> {
     let mut ended = Vec::new();
     for (pid, run_id) in marked {
-        // Read the command line first: after SIGKILL it is gone.
-        let command = procfs::cmdline(pid);
+        // Read the command line first: after SIGKILL it is gone. It goes into alerts, logs
+        // and events: redacted here, once.
+        let command = crate::util::redact_args(&procfs::cmdline_args(pid)).join(" ");
         if let Ok(raw) = i32::try_from(pid)
             && kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok()
         {

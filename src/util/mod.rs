@@ -4,32 +4,76 @@ pub mod ports;
 pub mod procfs;
 pub mod signals;
 
-/// Replaces the values of arguments that look secret (`--api-key X`, `--token=X`) with `***`,
-/// so command lines can be shown and logged.
+/// The one redaction rule for every command line, URL or header llmdeck shows, logs or
+/// writes: the values of secret-looking flags (`--api-key X`, `--token=X`), of secret-looking
+/// variables (`HF_TOKEN=X`, `-e OPENAI_API_KEY=X`), of `Authorization:` headers and of
+/// passwords in URLs (`https://user:X@host`) become `***`. Applied to argv, each argument is
+/// also redacted as text (a `sh -c "…"` script carries whole command lines).
 pub fn redact_args(args: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
     let mut hide_next = false;
     for arg in args {
-        if hide_next {
+        if hide_next && !arg.starts_with('-') {
             out.push("***".to_owned());
             hide_next = false;
             continue;
         }
-        match arg.split_once('=') {
-            Some((flag, _)) if is_secret_flag(flag) => out.push(format!("{flag}=***")),
-            _ => {
-                hide_next = is_secret_flag(arg);
-                out.push(arg.clone());
-            }
-        }
+        hide_next = is_secret_flag(arg) || arg.eq_ignore_ascii_case("authorization:");
+        out.push(redact_text(arg));
     }
     out
 }
 
-/// [`redact_args`] for a command written as one string (split at whitespace).
+/// [`redact_args`] for a command written as one string; its spacing is kept.
 pub fn redact_command_line(command: &str) -> String {
-    let words: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
-    redact_args(&words).join(" ")
+    redact_text(command)
+}
+
+/// The rule of [`redact_args`] applied to free text (a command line, a log line).
+pub fn redact_text(text: &str) -> String {
+    use std::sync::LazyLock;
+    const SECRET: &str = "(?:key|token|secret|password|passwd|credential)";
+    static FLAG: LazyLock<Option<regex::Regex>> = LazyLock::new(|| {
+        // `--api-key sk-1`, `--token=abc`; a following flag is not a value.
+        regex::Regex::new(&format!(r"(?i)(?:^|\s)(-{{1,2}}[a-z0-9_.-]*{SECRET}[a-z0-9_.-]*)(=|\s+)([^\s-]\S*)?")).ok()
+    });
+    static OTHERS: LazyLock<Vec<(regex::Regex, &'static str)>> = LazyLock::new(|| {
+        [
+            // `HF_TOKEN=abc`, `-e OPENAI_API_KEY=abc`.
+            (format!(r"(?i)\b([a-z0-9_]*{SECRET}[a-z0-9_]*)=\S+"), "$1=***"),
+            // `Authorization: Bearer abc`, `authorization:abc`.
+            (r"(?i)(authorization:\s*)(?:(bearer|basic|token)\s+)?\S+".to_owned(), "${1}${2} ***"),
+            // `https://user:pass@host`.
+            (r"(?i)([a-z][a-z0-9+.-]*://[^/\s:@]*):[^/\s@]*@".to_owned(), "$1:***@"),
+        ]
+        .into_iter()
+        .filter_map(|(pattern, replacement)| regex::Regex::new(&pattern).ok().map(|re| (re, replacement)))
+        .collect()
+    });
+    let mut out = match FLAG.as_ref() {
+        Some(re) => re
+            .replace_all(text, |c: &regex::Captures<'_>| {
+                let whole = &c[0];
+                match c.get(3) {
+                    Some(value) if is_secret_flag(&c[1]) => {
+                        format!("{}***", &whole[..value.start() - c.get(0).map_or(0, |m| m.start())])
+                    }
+                    _ => whole.to_owned(),
+                }
+            })
+            .into_owned(),
+        None => text.to_owned(),
+    };
+    for (re, replacement) in OTHERS.iter() {
+        let changed = match re.replace_all(&out, *replacement) {
+            std::borrow::Cow::Owned(changed) => Some(changed),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        if let Some(changed) = changed {
+            out = changed;
+        }
+    }
+    out
 }
 
 /// Text from a peer, fit for one line of a message: control characters dropped, whitespace
@@ -105,9 +149,14 @@ pub fn fmt_gib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// `--api-key`, `--hf-token`, `-password`; not `--api-key-env` or `--token-file`, whose values
+/// name where a secret is, not the secret.
 fn is_secret_flag(flag: &str) -> bool {
     let f = flag.trim_start_matches('-').to_ascii_lowercase();
-    flag.starts_with('-') && ["key", "token", "secret", "password", "passwd"].iter().any(|s| f.contains(s))
+    let names_a_place = ["-env", "_env", "-file", "_file", "-path", "_path"].iter().any(|s| f.ends_with(s));
+    flag.starts_with('-')
+        && !names_a_place
+        && ["key", "token", "secret", "password", "passwd", "credential"].iter().any(|s| f.contains(s))
 }
 
 /// `950ms`, `7s`, `2m05s`, `3h12m`.
@@ -191,6 +240,29 @@ mod tests {
             .map(|s| s.to_string())
             .collect();
         assert_eq!(redact_args(&args), ["serve", "m", "--api-key", "***", "--token=***", "--port", "8001"]);
+    }
+
+    #[test]
+    fn one_rule_redacts_flags_variables_headers_and_url_passwords() {
+        let cases = [
+            ("vllm serve m --api-key sk-1 --port 8001", "vllm serve m --api-key *** --port 8001"),
+            ("serve --token=abc --x", "serve --token=*** --x"),
+            ("docker run -e HF_TOKEN=hf_abc -e MODE=fast img", "docker run -e HF_TOKEN=*** -e MODE=fast img"),
+            ("curl -H 'Authorization: Bearer sk-2' http://h", "curl -H 'Authorization: Bearer *** http://h"),
+            ("git clone https://bob:hunter2@example.com/r.git", "git clone https://bob:***@example.com/r.git"),
+            ("llmdeck probe --api-key-env OPENAI_KEY_VAR", "llmdeck probe --api-key-env OPENAI_KEY_VAR"),
+            ("serve --use-token --port 1", "serve --use-token --port 1"),
+            ("plain words, no secrets", "plain words, no secrets"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(redact_text(raw), want, "{raw}");
+        }
+        let script = "setsid sleep 1000 --api-key sk-3 & exec server --password=p4ss".to_owned();
+        let argv: Vec<String> = ["sh", "-c", &script, "--hf-token", "hf_4"].iter().map(|s| s.to_string()).collect();
+        let shown = redact_args(&argv).join(" ");
+        for secret in ["sk-3", "p4ss", "hf_4"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 
     #[test]

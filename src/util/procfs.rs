@@ -113,11 +113,10 @@ pub fn environment_value(environ: &[u8], key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The command line with arguments joined by spaces (empty for kernel threads or if gone).
-pub fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " ").trim().to_owned())
-        .unwrap_or_default()
+/// The command line's arguments (empty for kernel threads or if gone).
+pub fn cmdline_args(pid: u32) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return Vec::new() };
+    bytes.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
 /// Every PID in `/proc` right now.
@@ -172,7 +171,7 @@ mod tests {
         let me = std::process::id();
         let s = stat(me).expect("our own stat");
         assert!(s.start_ticks > 0);
-        assert!(!cmdline(me).is_empty());
+        assert!(!cmdline_args(me).is_empty());
         assert!(pids().contains(&me));
     }
 
