@@ -251,7 +251,7 @@ pub fn progress_line(p: &ProbeProgress) -> String {
 }
 
 fn ms(v: f64) -> String {
-    if v >= 100.0 { format!("{v:.0} ms") } else { format!("{v:.1} ms") }
+    crate::util::fmt_ms(v)
 }
 
 /// The human report.

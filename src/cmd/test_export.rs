@@ -79,12 +79,12 @@ pub fn markdown(report: &RunReport) -> String {
     if let Some(p) = &report.probe {
         let _ = writeln!(
             out,
-            "- probe: {} requests, {:.1} req/s, {:.1} output tokens/s, latency p50 {} ms, TTFT p50 {} ms",
+            "- probe: {} requests, {:.1} req/s, {:.1} output tokens/s, latency p50 {}, TTFT p50 {}",
             p.requests,
             p.requests_per_s,
             p.output_tokens_per_s,
-            p.latency_ms.p50.map_or("—".into(), |v| format!("{v:.0}")),
-            p.ttft_ms.p50.map_or("—".into(), |v| format!("{v:.0}")),
+            p.latency_ms.p50.map_or("—".into(), crate::util::fmt_ms),
+            p.ttft_ms.p50.map_or("—".into(), crate::util::fmt_ms),
         );
     }
     out.push_str("\n| step | status | time | detail |\n|---|---|---|---|\n");

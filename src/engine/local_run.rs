@@ -300,7 +300,7 @@ pub(super) async fn probe_step(ctx: &mut RunCtx, index: usize, opts: ProbeOption
             let ok = report.count(Outcome::Success);
             let mut detail = format!("{ok}/{} ok", report.requests);
             if let Some(p50) = report.latency_ms.p50 {
-                detail.push_str(&format!(" · p50 {p50:.0} ms"));
+                detail.push_str(&format!(" · p50 {}", crate::util::fmt_ms(p50)));
             }
             let status = if ctx.cancel.is_cancelled() { StepStatus::Failed } else { StepStatus::Done };
             if status == StepStatus::Failed {

@@ -276,7 +276,7 @@ fn probe_line(run: &Run, t: &Theme) -> Option<Line<'static>> {
     };
     Some(Line::from(vec![
         Span::raw(format!("▶ {done} · {} in flight · ", p.in_flight)),
-        Span::raw(p.ttft_p50_ms.map(|v| format!("TTFT p50 {v:.0} ms · ")).unwrap_or_default()),
+        Span::raw(p.ttft_p50_ms.map(|v| format!("TTFT p50 {} · ", crate::util::fmt_ms(v))).unwrap_or_default()),
         Span::raw(format!("{:.0} tok/s · {:.1} req/s · ", p.output_tokens_per_s, p.requests_per_s)),
         Span::styled(format!("{failures} failed"), if failures > 0 { t.bad() } else { Style::new() }),
     ]))
@@ -299,10 +299,10 @@ fn session_line(run: &Run, clocks: &Clocks, ctx: &ViewCtx) -> Option<Line<'stati
 fn summary_text(name: &str, s: &TestSummary) -> String {
     let mut parts = vec![format!("{name}: {}/{} ok", s.succeeded, s.requests)];
     if let Some(v) = s.latency_p50_ms {
-        parts.push(format!("p50 {v:.0} ms"));
+        parts.push(format!("p50 {}", crate::util::fmt_ms(v)));
     }
     if let Some(v) = s.ttft_p50_ms {
-        parts.push(format!("TTFT p50 {v:.0} ms"));
+        parts.push(format!("TTFT p50 {}", crate::util::fmt_ms(v)));
     }
     parts.push(format!("{:.0} tok/s", s.output_tokens_per_s));
     if let Some(rate) = s.expected_answer_rate {

@@ -159,6 +159,16 @@ fn is_secret_flag(flag: &str) -> bool {
         && ["key", "token", "secret", "password", "passwd", "credential"].iter().any(|s| f.contains(s))
 }
 
+/// Milliseconds as people read them: `0.23 ms`, `4.1 ms`, `812 ms` (a sub-millisecond p50
+/// is not `0 ms`).
+pub fn fmt_ms(ms: f64) -> String {
+    match ms {
+        _ if ms < 1.0 => format!("{ms:.2} ms"),
+        _ if ms < 100.0 => format!("{ms:.1} ms"),
+        _ => format!("{ms:.0} ms"),
+    }
+}
+
 /// `950ms`, `7s`, `2m05s`, `3h12m`.
 pub fn fmt_duration_ms(ms: u64) -> String {
     let s = ms / 1000;
