@@ -230,9 +230,18 @@ fn a_daemon_whose_stdout_nobody_reads_still_exits_on_sigterm() {
 fn a_second_llmdeck_on_the_same_state_dir_is_refused() {
     let sb = Sandbox::new();
     let port = free_port();
-    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{}", mock_model("solo", port, "", "")));
+    let config = sb.write_config(&format!(
+        "gpu: {{ backend: none }}\nmodels:\n{}tests:\n  - {{ name: smoke, kind: local, model: solo }}\n",
+        mock_model("solo", port, "", "")
+    ));
     let mut first = Daemon::start(&sb, &config);
     first.wait_for("ready", LONG, is("solo", "ready"));
+
+    // `llmdeck test run` of a local test would start the model again: refused the same way.
+    let run = sb.command().args(["test", "run", "smoke", "--config"]).arg(&config).output().expect("test run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&first.child.id().to_string()), "names the llmdeck that holds the models: {stderr}");
 
     let mut second = sb
         .command()
