@@ -190,3 +190,44 @@ fn load_reports_missing_files_and_bad_bytes() {
     assert_eq!(e.errors()[0].kind, ErrorKind::NotUtf8);
     assert_eq!(e.errors()[0].pos, Some(Pos::new(2, 13)));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+    /// Arbitrary text is a configuration or a list of errors, never a panic; every error
+    /// points inside the text.
+    #[test]
+    fn arbitrary_text_loads_or_is_refused_with_errors(text in proptest::prelude::any::<String>()) {
+        check_loads_or_points_inside(&text)?;
+    }
+
+    /// The example configuration with a slice of it replaced by arbitrary text: the errors a
+    /// typo or a broken edit gives, never a panic.
+    #[test]
+    fn a_damaged_example_loads_or_is_refused_with_errors(
+        at in 0usize..20_000,
+        len in 0usize..40,
+        with in "[ -~\n\t:{}\\[\\]'\"#&*!|>-]{0,20}",
+    ) {
+        let example = include_str!("../../config.example.yaml");
+        let mut start = at.min(example.len());
+        while !example.is_char_boundary(start) { start -= 1; }
+        let mut end = (start + len).min(example.len());
+        while !example.is_char_boundary(end) { end -= 1; }
+        let text = format!("{}{with}{}", &example[..start], &example[end..]);
+        check_loads_or_points_inside(&text)?;
+    }
+}
+
+fn check_loads_or_points_inside(text: &str) -> Result<(), proptest::test_runner::TestCaseError> {
+    if let Err(errors) = load(text) {
+        let lines = text.lines().count().max(1) + 1;
+        for e in errors.errors() {
+            proptest::prop_assert!(!e.message.is_empty());
+            if let Some(pos) = &e.pos {
+                proptest::prop_assert!(pos.line <= lines, "line {} of {lines}: {}", pos.line, e.message);
+            }
+        }
+    }
+    Ok(())
+}

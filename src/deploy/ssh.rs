@@ -292,34 +292,26 @@ impl Drop for Tunnel {
     }
 }
 
-/// Splits a byte stream into lines (`\n`, `\r\n`, a lone `\r`), bounded per line.
-#[derive(Default)]
-struct LineSplitter {
-    partial: Vec<u8>,
-    /// The last byte was `\r`: a `\n` right after it ends no further line.
-    after_cr: bool,
+/// Lines of a remote stream as text ([`crate::logs::split::LineSplitter`], bounded per line).
+struct LineSplitter(crate::logs::split::LineSplitter);
+
+impl Default for LineSplitter {
+    fn default() -> Self {
+        LineSplitter(crate::logs::split::LineSplitter::new(MAX_LINE))
+    }
 }
 
 impl LineSplitter {
     fn push(&mut self, data: &[u8]) -> Vec<String> {
         let mut lines = Vec::new();
-        for &b in data {
-            let after_cr = std::mem::take(&mut self.after_cr);
-            match b {
-                b'\n' if after_cr => {}
-                b'\n' | b'\r' => {
-                    lines.push(String::from_utf8_lossy(&std::mem::take(&mut self.partial)).into_owned());
-                    self.after_cr = b == b'\r';
-                }
-                _ if self.partial.len() < MAX_LINE => self.partial.push(b),
-                _ => {}
-            }
-        }
-        lines
+        self.0.feed(data, &mut lines);
+        lines.into_iter().map(|(line, _)| String::from_utf8_lossy(&line).into_owned()).collect()
     }
 
-    fn rest(self) -> Option<String> {
-        (!self.partial.is_empty()).then(|| String::from_utf8_lossy(&self.partial).into_owned())
+    fn rest(mut self) -> Option<String> {
+        let mut lines = Vec::new();
+        self.0.finish(&mut lines);
+        lines.pop().map(|(line, _)| String::from_utf8_lossy(&line).into_owned())
     }
 }
 
@@ -335,7 +327,8 @@ mod tests {
         assert_eq!(s.rest().as_deref(), Some("progress"));
         let mut s = LineSplitter::default();
         let long = vec![b'x'; MAX_LINE * 2];
-        assert!(s.push(&long).is_empty());
-        assert_eq!(s.push(b"\n")[0].len(), MAX_LINE);
+        assert_eq!(s.push(&long).iter().map(String::len).collect::<Vec<_>>(), [MAX_LINE]);
+        assert!(s.push(b"\n").is_empty(), "the rest of the long line is skipped");
+        assert_eq!(s.push(b"next\n"), ["next"]);
     }
 }

@@ -459,4 +459,18 @@ mod tests {
         assert_eq!(lvl("\x1b[31"), None);
         assert_eq!(lvl("\x1b"), None);
     }
+
+    proptest::proptest! {
+        /// Any line: a level or none, and a header range inside the line on character
+        /// boundaries that leaves text after it — never a panic.
+        #[test]
+        fn arbitrary_lines_never_panic_and_headers_stay_inside(line in "(INFO|WARN|ERROR|DEBUG|\\(E pid=1\\) |[0-9:T. Z-]|.){0,60}") {
+            let _ = parse_level(&line);
+            if let Some(r) = redundant_header(&line) {
+                proptest::prop_assert!(r.start < r.end && r.end < line.len());
+                proptest::prop_assert!(line.is_char_boundary(r.start) && line.is_char_boundary(r.end));
+            }
+            let _ = without_header(&line);
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod level;
 pub mod oom;
 pub mod ring;
 pub mod search;
+pub mod split;
 
 pub use level::Level;
 

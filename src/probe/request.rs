@@ -24,6 +24,73 @@ pub const MAX_BODY_BYTES: usize = 8 << 20;
 const MAX_ERROR_BODY_BYTES: usize = 16 << 10;
 /// Only this much of the answer text is kept for the expected-answer check.
 const MAX_ANSWER_CHARS: usize = 16 << 10;
+/// The most one server-sent event may hold, its lines together: a server that never ends an
+/// event sends a malformed stream, not an ever-growing buffer.
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// What reading a streamed body can fail with before the events are parsed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BodyError<E: StdError + 'static> {
+    #[error(transparent)]
+    Transport(E),
+    #[error("an event is larger than {MAX_EVENT_BYTES} bytes (no blank line ends it)")]
+    EventTooLarge,
+}
+
+/// Bytes of the event being read, across chunks: reset by a blank line (`\n\n`, `\n\r\n`).
+#[derive(Default)]
+struct EventBudget {
+    in_event: usize,
+    line_len: usize,
+    last_byte: u8,
+}
+
+impl EventBudget {
+    /// Counts `chunk`; false once the current event is over [`MAX_EVENT_BYTES`].
+    fn take(&mut self, chunk: &[u8]) -> bool {
+        let mut from = 0;
+        for nl in memchr::memchr_iter(b'\n', chunk) {
+            let segment = &chunk[from..nl];
+            if let Some(&b) = segment.last() {
+                self.last_byte = b;
+            }
+            let line = self.line_len + segment.len();
+            let blank = line == 0 || (line == 1 && self.last_byte == b'\r');
+            self.in_event = if blank { 0 } else { self.in_event + line + 1 };
+            self.line_len = 0;
+            self.last_byte = b'\n';
+            from = nl + 1;
+        }
+        let rest = &chunk[from..];
+        if let Some(&b) = rest.last() {
+            self.last_byte = b;
+        }
+        self.line_len += rest.len();
+        self.in_event + self.line_len <= MAX_EVENT_BYTES
+    }
+}
+
+/// `bytes` with each event bounded by [`MAX_EVENT_BYTES`]: past it, one
+/// [`BodyError::EventTooLarge`] and the end.
+pub(super) fn bounded_events<S, E>(bytes: S) -> impl Stream<Item = Result<Bytes, BodyError<E>>>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: StdError + 'static,
+{
+    let mut budget = EventBudget::default();
+    let mut over = false;
+    bytes
+        .map(move |chunk| match chunk {
+            Ok(bytes) if budget.take(&bytes) => Ok(bytes),
+            Ok(_) => Err(BodyError::EventTooLarge),
+            Err(e) => Err(BodyError::Transport(e)),
+        })
+        .take_while(move |item| {
+            let go = !over;
+            over |= matches!(item, Err(BodyError::EventTooLarge));
+            std::future::ready(go)
+        })
+}
 
 /// What happened to one request.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -129,7 +196,7 @@ impl Requester {
             if !is_event_stream(content_type) {
                 return Err(Failure::malformed(format!("expected an event stream, got content type `{content_type}`")));
             }
-            let events = response.bytes_stream().eventsource();
+            let events = bounded_events(response.bytes_stream()).eventsource();
             read_events(events, self.endpoint, clock, tally, &self.live_chunks).await
         } else {
             if !is_json(content_type) {
@@ -232,7 +299,7 @@ async fn read_events<S, E>(
     live_chunks: &AtomicU64,
 ) -> Result<(), Failure>
 where
-    S: Stream<Item = Result<eventsource_stream::Event, EventStreamError<E>>> + Unpin,
+    S: Stream<Item = Result<eventsource_stream::Event, EventStreamError<BodyError<E>>>> + Unpin,
     E: StdError + 'static,
 {
     let mut last_event: Option<Instant> = None;
@@ -248,7 +315,10 @@ where
             None => {
                 return Err(Failure::malformed("the stream ended without `data: [DONE]`"));
             }
-            Some(Err(EventStreamError::Transport(e))) => {
+            Some(Err(EventStreamError::Transport(BodyError::EventTooLarge))) => {
+                return Err(Failure::malformed(BodyError::<E>::EventTooLarge.to_string()));
+            }
+            Some(Err(EventStreamError::Transport(BodyError::Transport(e)))) => {
                 return Err(Failure::new(Outcome::ConnectionError, format!("the stream broke: {}", error_chain(&e))));
             }
             Some(Err(e)) => {
@@ -467,7 +537,7 @@ mod tests {
         let t = timeouts();
         let clock = Clock::start(&t);
         let mut tally = Tally::default();
-        let events = futures::stream::iter(parts).eventsource();
+        let events = bounded_events(futures::stream::iter(parts)).eventsource();
         let live = AtomicU64::new(0);
         let result = read_events(events, Endpoint::Chat, &clock, &mut tally, &live).await;
         assert_eq!(live.load(Ordering::Relaxed), tally.content_chunks);
@@ -612,5 +682,56 @@ mod tests {
         assert!(is_event_stream("text/event-stream; charset=utf-8"));
         assert!(is_event_stream("Text/Event-Stream"));
         assert!(!is_event_stream("text/plain"));
+    }
+
+    #[tokio::test]
+    async fn an_event_that_never_ends_is_malformed_not_an_ever_growing_buffer() {
+        let line = format!("data: {}", "x".repeat(64 << 10));
+        let parts: Vec<Chunk> =
+            std::iter::repeat_n(line.as_str(), 40).map(|l| Ok(Bytes::from(format!("{l}\n")))).collect();
+        let (result, _) = read(parts).await;
+        let failure = result.expect_err("refused");
+        assert_eq!(failure.outcome, Outcome::Malformed, "{failure:?}");
+        assert!(failure.message.contains("larger than"), "{failure:?}");
+
+        // As much in many small events is fine.
+        let mut parts: Vec<Chunk> = std::iter::repeat_n(token("x"), 40_000).map(|t| Ok(Bytes::from(t))).collect();
+        parts.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+        let (result, tally) = read(parts).await;
+        assert_eq!(result, Ok(()));
+        assert_eq!(tally.content_chunks, 40_000);
+    }
+
+    #[test]
+    fn the_event_budget_resets_on_blank_lines_split_anywhere() {
+        let text = b"data: a\r\n\r\ndata: b\n\n";
+        for cut in 0..text.len() {
+            let mut budget = EventBudget::default();
+            assert!(budget.take(&text[..cut]) && budget.take(&text[cut..]));
+            assert_eq!((budget.in_event, budget.line_len), (0, 0), "cut at {cut}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes a server streams, in whatever pieces, reading them ends in an outcome:
+        /// no panic, and no success without `[DONE]`.
+        #[test]
+        fn arbitrary_streams_end_in_an_outcome(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            cuts in proptest::collection::vec(0usize..600, 0..6),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(body.len())).collect();
+            cuts.sort_unstable();
+            let mut parts: Vec<Chunk> = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([body.len()]) {
+                parts.push(Ok(Bytes::copy_from_slice(&body[from..c])));
+                from = c;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+            let (result, _) = runtime.block_on(read(parts));
+            let saw_done = String::from_utf8_lossy(&body).contains("[DONE]");
+            proptest::prop_assert!(result.is_err() || saw_done);
+        }
     }
 }

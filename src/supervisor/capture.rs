@@ -100,61 +100,6 @@ fn cap_for_view(mut text: String) -> (String, bool) {
     (text, true)
 }
 
-/// Splits a byte stream into lines, capping each at [`MAX_LINE_BYTES`].
-#[derive(Default)]
-pub struct LineSplitter {
-    pending: Vec<u8>,
-    /// Inside an over-long line whose head was already emitted.
-    skipping: bool,
-    /// The last byte seen was a `\r` that ended a line: a `\n` right after it ends nothing.
-    after_cr: bool,
-}
-
-impl LineSplitter {
-    /// Feeds bytes; complete lines go to `out` with their truncation flag. Lines end at `\n`,
-    /// `\r\n`, or a lone `\r` (progress bars redraw with it while a model loads).
-    pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<(Vec<u8>, bool)>) {
-        while let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) {
-            let (head, terminator, rest) = (&bytes[..end], bytes[end], &bytes[end + 1..]);
-            let crlf_tail = self.after_cr && end == 0 && terminator == b'\n';
-            self.after_cr = terminator == b'\r';
-            bytes = rest;
-            if crlf_tail {
-                continue;
-            }
-            if self.skipping {
-                self.skipping = false;
-            } else {
-                self.pending.extend_from_slice(head);
-                let mut line = std::mem::take(&mut self.pending);
-                let truncated = line.len() > MAX_LINE_BYTES;
-                line.truncate(MAX_LINE_BYTES);
-                out.push((line, truncated));
-            }
-        }
-        if !bytes.is_empty() {
-            self.after_cr = false;
-        }
-        if self.skipping {
-            return;
-        }
-        self.pending.extend_from_slice(bytes);
-        if self.pending.len() > MAX_LINE_BYTES {
-            let mut head = std::mem::take(&mut self.pending);
-            head.truncate(MAX_LINE_BYTES);
-            out.push((head, true));
-            self.skipping = true;
-        }
-    }
-
-    /// The last line, if the stream ended without a newline.
-    pub fn finish(&mut self, out: &mut Vec<(Vec<u8>, bool)>) {
-        if !self.pending.is_empty() && !self.skipping {
-            out.push((std::mem::take(&mut self.pending), false));
-        }
-    }
-}
-
 /// Starts a thread that captures one stream until EOF; `done` fires when every line is delivered.
 pub fn spawn_capture(
     reader: impl Read + Send + 'static,
@@ -172,7 +117,7 @@ pub fn spawn_capture(
 
 fn capture(mut reader: impl Read, stream: Stream, target: &CaptureTarget) {
     let mut buf = vec![0u8; READ_CHUNK];
-    let mut splitter = LineSplitter::default();
+    let mut splitter = crate::logs::split::LineSplitter::new(MAX_LINE_BYTES);
     let mut lines = Vec::new();
     loop {
         let n = match reader.read(&mut buf) {
@@ -192,37 +137,4 @@ fn capture(mut reader: impl Read, stream: Stream, target: &CaptureTarget) {
     }
     splitter.finish(&mut lines);
     target.deliver(&lines, stream);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn split(parts: &[&[u8]]) -> Vec<(Vec<u8>, bool)> {
-        let mut s = LineSplitter::default();
-        let mut out = Vec::new();
-        for p in parts {
-            s.feed(p, &mut out);
-        }
-        s.finish(&mut out);
-        out
-    }
-
-    #[test]
-    fn joins_partial_lines_and_strips_crlf() {
-        let out = split(&[b"hel", b"lo\r", b"\nwor", b"ld\n", b"10%\r50%\r100%\n", b"tail"]);
-        let texts: Vec<&[u8]> = out.iter().map(|(l, _)| l.as_slice()).collect();
-        assert_eq!(texts, [b"hello".as_slice(), b"world", b"10%", b"50%", b"100%", b"tail"]);
-        assert!(out.iter().all(|(_, t)| !t));
-    }
-
-    #[test]
-    fn caps_long_lines_and_resumes_after_them() {
-        let long = vec![b'x'; MAX_LINE_BYTES + 10];
-        let out = split(&[&long[..MAX_LINE_BYTES / 2], &long[MAX_LINE_BYTES / 2..], b"\nnext\n"]);
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].0.len(), MAX_LINE_BYTES);
-        assert!(out[0].1, "marked truncated");
-        assert_eq!(out[1], (b"next".to_vec(), false));
-    }
 }

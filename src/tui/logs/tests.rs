@@ -500,3 +500,14 @@ fn narrow_panes_drop_columns_before_text() {
     let terminal = draw(&mut view, 80, 3, true);
     assert!(row_text(&terminal, 1).starts_with("llama-8b    INFO  Loading"));
 }
+
+proptest::proptest! {
+    /// What a line looks like on screen: no control character survives (an escape sequence
+    /// from a model cannot reach the terminal), and the byte cap holds.
+    #[test]
+    fn no_control_character_survives_display(raw in proptest::prelude::any::<String>(), max in 1usize..64) {
+        let shown = display_text(&raw, max);
+        proptest::prop_assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        proptest::prop_assert!(shown.len() <= max.max(4) * 4 + CUT_MARK.len(), "{shown:?}");
+    }
+}
