@@ -490,14 +490,19 @@ async fn stalled_streams_go_quiet_and_count_as_disconnects_when_abandoned() -> R
     request["stream"] = json!(true);
     let mut response = mock.post("/v1/chat/completions", request).await?;
     let mut body = String::new();
-    // Read until 500 ms pass without a chunk.
-    while let Ok(chunk) = tokio::time::timeout(Duration::from_millis(500), response.chunk()).await {
-        match chunk? {
-            Some(bytes) => body.push_str(&String::from_utf8_lossy(&bytes)),
-            None => bail!("the stream ended instead of stalling: {body}"),
+    // The role chunk and two content tokens, however slowly they come ...
+    while sse_data(&body).len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(10), response.chunk()).await {
+            Ok(Ok(Some(bytes))) => body.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Ok(None)) => bail!("the stream ended instead of stalling: {body}"),
+            Ok(Err(e)) => bail!("the stream broke: {e}: {body}"),
+            Err(_) => bail!("no third chunk within 10 s: {body}"),
         }
     }
-    // Role chunk plus two content tokens, then silence.
+    // ... then silence (a wait that can only miss a chunk on a slow machine, never invent one).
+    if let Ok(chunk) = tokio::time::timeout(Duration::from_millis(300), response.chunk()).await {
+        bail!("the stream went on after two tokens: {chunk:?} after {body}");
+    }
     assert_eq!(sse_data(&body).len(), 3, "{body}");
     drop(response);
     mock.wait_for_stats(|s| s["client_disconnects"] == 1 && s["in_flight"] == 0).await?;

@@ -392,10 +392,10 @@ async fn cancellation_closes_the_servers_streams_and_keeps_partial_results() -> 
             break;
         }
     }
-    let cancelled_at = tokio::time::Instant::now();
     cancel.cancel();
-    let report = probe_run.await??;
-    assert!(cancelled_at.elapsed() < Duration::from_secs(2));
+    // Uncancelled, these streams would run 20 s and end as successes: the outcomes tell.
+    let report =
+        tokio::time::timeout(RUN_TIMEOUT, probe_run).await.wrap_err("the run did not end after cancel")???;
     assert!(report.extra.cancelled);
     assert_eq!(report.requests, 4, "{report:#?}");
     assert_eq!(report.count(Outcome::Cancelled), 4);
@@ -459,7 +459,8 @@ async fn load_shapes_duration_and_open_loop_rate() -> Result<()> {
     let mut opts = options(&mock.base, 1, false);
     opts.stop = Stop::Duration(Duration::from_millis(300));
     let report = run(opts).await?;
-    assert!(report.requests >= 4, "{report:#?}");
+    // How many fit in 300 ms depends on the machine; that the run lasted them does not.
+    assert!(report.requests >= 1, "{report:#?}");
     assert!(report.all_succeeded());
     // Workers stop only after seeing the end, so the last request finished after it.
     assert!(report.duration_s >= 0.3);

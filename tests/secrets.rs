@@ -133,3 +133,48 @@ tests:
 fn files_with_a_secret_in_file(path: &Path) -> bool {
     std::fs::read(path).is_ok_and(|b| b.windows(MARK.len()).any(|w| w == MARK.as_bytes()))
 }
+
+/// Everything llmdeck writes — its log, the lock, the PID ledger, model logs, reports, the
+/// consumer id — is readable by the owner only, in directories only the owner can enter; a
+/// state directory others can write to keeps its mode and is warned about.
+#[test]
+fn files_llmdeck_writes_are_private_and_a_shared_directory_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let port = free_port();
+    let state = sb.path().join("state").join("llmdeck");
+    std::fs::create_dir_all(&state).expect("state dir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let config = sb.write_config(&format!(
+        "gpu: {{ backend: none }}\nmodels:\n{}tests:\n  - {{ name: smoke, kind: local, model: m, probe: {{ requests: 2 }} }}\n",
+        common::mock_model("m", port, "", "")
+    ));
+    let run = sb.command().args(["test", "run", "smoke", "--config"]).arg(&config).output().expect("test run");
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+
+    let log = std::fs::read_to_string(sb.app_log()).unwrap_or_default();
+    assert!(log.contains("can be written by others"), "no warning about the shared state dir: {log}");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for root in [state.clone(), sb.path().join("data").join("llmdeck")] {
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("list").flatten() {
+                let path = entry.path();
+                let mode = entry.metadata().expect("metadata").permissions().mode() & 0o777;
+                let want = if path.is_dir() { 0o700 } else { 0o600 };
+                if path.is_dir() {
+                    stack.push(path.clone());
+                }
+                checked += 1;
+                if mode != want {
+                    wrong.push(format!("{} is {mode:o}, not {want:o}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(checked >= 5, "too few files to judge: {checked}");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let shared = std::fs::metadata(&state).expect("state").permissions().mode() & 0o777;
+    assert_eq!(shared, 0o777, "an existing directory keeps the mode its owner gave it");
+}

@@ -118,7 +118,10 @@ fn health_404_means_models_only_and_sighup_is_survived() {
     assert_eq!(ready["health"], "models_only", "{ready}");
     // A hang-up (the SSH session closed) does not stop the daemon or its models.
     d.signal(1);
-    d.drain_for(Duration::from_millis(500));
+    // It says it handled the signal: from then on, an exit would be a bug, not a race.
+    d.wait_for("the note that SIGHUP was ignored", LONG, |v| {
+        v["type"] == "log" && v["lines"][0]["text"].as_str().is_some_and(|t| t.contains("SIGHUP ignored"))
+    });
     assert!(d.child.try_wait().expect("try_wait").is_none(), "the daemon exited on SIGHUP");
     assert!(!d.states_of("nohealth").contains(&"stopping".to_owned()));
     d.signal(2);
@@ -198,19 +201,20 @@ fn a_daemon_whose_stdout_nobody_reads_still_exits_on_sigterm() {
     let model = mock_model("chatty", port, ", --log-rate, \"2000\"", "");
     let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
     let stderr_file = sb.fresh_file("daemon", "stderr");
-    let mut daemon = sb
-        .command()
-        .args(["daemon", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped()) // never read
-        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
-        .spawn()
-        .expect("start the daemon");
+    let mut daemon = common::Reaped(
+        sb.command()
+            .args(["daemon", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::piped()) // never read
+            .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
+            .spawn()
+            .expect("start the daemon"),
+    );
     let report = |what: &str| format!("{what}\n--- daemon stderr:\n{}", common::tail_of_file(&stderr_file, 40));
     // Wait until the model serves: by then the pipe is long full of log events.
     let deadline = std::time::Instant::now() + LONG;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = daemon.try_wait() {
+        if let Ok(Some(status)) = daemon.0.try_wait() {
             panic!(
                 "{}",
                 report(&format!("the daemon exited ({}) before its model listened", common::describe_exit(status)))
@@ -219,9 +223,13 @@ fn a_daemon_whose_stdout_nobody_reads_still_exits_on_sigterm() {
         assert!(std::time::Instant::now() < deadline, "{}", report("the model never listened"));
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(500));
-    common::unsafe_kill(daemon.id(), 15);
-    let status = common::wait_child(&mut daemon, Duration::from_secs(20));
+    // Until the pipe is full: then every event the daemon writes blocks.
+    while !printer_blocked_on_stdout(daemon.0.id()) {
+        assert!(std::time::Instant::now() < deadline, "{}", report("the pipe never filled"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    common::unsafe_kill(daemon.0.id(), 15);
+    let status = common::wait_child(&mut daemon.0, Duration::from_secs(20));
     assert!(status.is_some_and(|s| s.success()), "{}", report(&format!("the daemon did not exit cleanly: {status:?}")));
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the model still serves");
 }
@@ -245,7 +253,7 @@ fn a_second_llmdeck_on_the_same_state_dir_is_refused() {
 
     let mut second = sb
         .command()
-        .args(["daemon", "--config"])
+        .args(["daemon", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -294,6 +302,24 @@ fn kill_9_of_the_daemon_leaves_no_model_behind() {
     assert!(wait_gone(orphan, Duration::from_secs(3)), "the leftover was not ended");
     next.signal(15);
     assert!(next.wait_exit(Duration::from_secs(20)).success());
+}
+
+/// Whether the daemon's event printer is blocked writing to its stdout (the pipe is full):
+/// its thread sleeps in a pipe write (the kernel's wait channel), or in `write(1, …)`.
+fn printer_blocked_on_stdout(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|task| {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("llmdeck-events") {
+            return false;
+        }
+        let wchan = std::fs::read_to_string(dir.join("wchan")).unwrap_or_default();
+        let syscall = std::fs::read_to_string(dir.join("syscall")).unwrap_or_default();
+        let mut fields = syscall.split_whitespace();
+        let write_to_stdout = matches!(fields.next(), Some("1" | "64")) && fields.next() == Some("0x1");
+        wchan.contains("pipe_write") || write_to_stdout
+    })
 }
 
 /// The PID of the process listening on a loopback port (via /proc/net/tcp and fd links).

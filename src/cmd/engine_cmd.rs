@@ -57,13 +57,16 @@ pub async fn load_config(global: &GlobalArgs) -> std::result::Result<(Config, Pa
     }
 }
 
-/// llmdeck's own log file, in the state dir.
-const APP_LOG_FILE: &str = "llmdeck.log";
+/// llmdeck's own log file, in the state dir (`llmdeck.log`), rotated at this size, three kept.
+const APP_LOG_NAME: &str = "llmdeck";
+const APP_LOG_MAX_BYTES: u64 = 10 << 20;
+const APP_LOG_KEEP_FILES: usize = 3;
 
 /// llmdeck's own log: a file in the state dir, plus the Logs pane (info and above).
 pub(super) fn init_tracing(state_dir: &Path) -> Result<tracing_appender::non_blocking::WorkerGuard> {
-    std::fs::create_dir_all(state_dir).wrap_err_with(|| format!("creating {}", state_dir.display()))?;
-    let appender = tracing_appender::rolling::never(state_dir, APP_LOG_FILE);
+    let appender =
+        crate::logs::file::RotatingFile::open(state_dir, APP_LOG_NAME, APP_LOG_MAX_BYTES, APP_LOG_KEEP_FILES)
+            .wrap_err_with(|| format!("opening llmdeck's log in {}", state_dir.display()))?;
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let filter = tracing_subscriber::EnvFilter::try_from_env("LLMDECK_LOG").unwrap_or_else(|_| "info".into());
     let file_layer = tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false);
@@ -73,6 +76,8 @@ pub(super) fn init_tracing(state_dir: &Path) -> Result<tracing_appender::non_blo
         .with(file_layer)
         .with(crate::logs::app_layer::AppLogLayer)
         .try_init();
+    // Now a state dir others can write to is warned about where it can be read.
+    crate::util::create_private_dir(state_dir).wrap_err_with(|| format!("creating {}", state_dir.display()))?;
     Ok(guard)
 }
 
@@ -148,7 +153,7 @@ async fn run_tui(
         refresh: std::time::Duration::from_millis(ui.refresh_ms.max(100)),
         ring_lines: opts.config.logs.ring_lines,
         log_dir: opts.log_dir.clone(),
-        app_log: opts.state_dir.join(APP_LOG_FILE),
+        app_log: crate::logs::file::log_path(&opts.state_dir, APP_LOG_NAME),
         fetch_log: None,
     };
     let engine = match Engine::start(opts).await {
@@ -417,7 +422,7 @@ pub async fn daemon(args: &DaemonArgs, global: &GlobalArgs) -> Result<ExitCode> 
         max_clients: daemon_cfg.max_clients as usize,
         metrics_public: daemon_cfg.metrics_public,
         log_dir: opts.log_dir.clone(),
-        app_log: opts.state_dir.join(APP_LOG_FILE),
+        app_log: crate::logs::file::log_path(&opts.state_dir, APP_LOG_NAME),
     };
     let (models, log_dir) = (opts.config.models.len(), opts.log_dir.clone());
     let (engine, sub) = match Engine::start_subscribed(opts).await {

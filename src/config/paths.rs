@@ -66,7 +66,7 @@ impl Paths {
     /// Creates the data, state and log directories (private to the user on Unix).
     pub fn create_dirs(&self) -> io::Result<()> {
         for dir in [&self.data_dir, &self.state_dir, &self.log_dir] {
-            create_private_dir(dir)?;
+            crate::util::create_private_dir(dir)?;
         }
         Ok(())
     }
@@ -85,7 +85,7 @@ pub fn consumer_id(config: &Config, data_dir: &Path) -> io::Result<String> {
             return Ok(id.to_owned());
         }
     }
-    create_private_dir(data_dir)?;
+    crate::util::create_private_dir(data_dir)?;
     let host: String = crate::util::hostname()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
@@ -93,18 +93,8 @@ pub fn consumer_id(config: &Config, data_dir: &Path) -> io::Result<String> {
         .collect();
     let id = format!("llmdeck-{host}-{:08x}", fastrand::u32(..));
     // Written whole or not at all: two first starts must not leave half an id.
-    let tmp = data_dir.join(format!(".consumer-id.{}", std::process::id()));
-    std::fs::write(&tmp, format!("{id}\n"))?;
-    std::fs::rename(&tmp, &file)?;
+    crate::util::write_private_atomic(&file, format!("{id}\n").as_bytes())?;
     Ok(std::fs::read_to_string(&file)?.trim().to_owned())
-}
-
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 fn project_dirs() -> Option<ProjectDirs> {

@@ -31,11 +31,13 @@ pub struct RunsConfig {
     /// on every exit path; shutdown waits for it that long at most.
     #[serde(with = "secs")]
     pub cleanup_budget_s: Duration,
+    /// Report files kept per test in `<data>/results/`; the oldest beyond it are deleted.
+    pub keep_reports: u32,
 }
 
 impl Default for RunsConfig {
     fn default() -> Self {
-        Self { cleanup_budget_s: Duration::from_secs(600) }
+        Self { cleanup_budget_s: Duration::from_secs(600), keep_reports: 100 }
     }
 }
 

@@ -95,7 +95,7 @@ impl SessionLedger {
 
     /// Writes (or replaces) a record, whole.
     pub fn write(&self, record: &LedgerRecord) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        crate::util::create_private_dir(&self.dir)?;
         let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
         crate::util::write_private_atomic(&self.path(&record.key), &bytes)
     }

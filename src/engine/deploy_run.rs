@@ -488,7 +488,7 @@ impl DeployRun {
                     last.push_back(line.text.clone());
                 }
                 if oom && output.oom.borrow().is_none() {
-                    output.oom.send_replace(Some(line.text.clone()));
+                    output.oom.send_replace(Some(crate::logs::oom::capped(&line.text)));
                 }
                 let stream = match line.stream {
                     crate::deploy::ssh::Stream::Stdout => crate::logs::Stream::Stdout,

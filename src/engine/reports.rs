@@ -45,9 +45,38 @@ pub(super) async fn write(
         energy: extras.energy,
     };
     let json = serde_json::to_vec_pretty(&report).map_err(std::io::Error::other)?;
-    tokio::fs::create_dir_all(&dir).await?;
+    crate::util::create_private_dir(&dir)?;
     write_private(&path, json).await?;
     Ok(path.display().to_string())
+}
+
+/// Deletes the oldest report files of `test` beyond `keep` (names sort by time: the run id
+/// starts with it); what it could not delete stays for the next time.
+pub(super) fn prune(data_dir: &Path, test: &str, keep: usize) {
+    let dir = data_dir.join("results");
+    let prefix = format!("{}-", sanitize_file_stem(test));
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let mut mine: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.strip_prefix(&prefix).is_some_and(is_run_file_name))
+        .collect();
+    if mine.len() <= keep {
+        return;
+    }
+    mine.sort_unstable();
+    for name in &mine[..mine.len() - keep] {
+        if let Err(e) = std::fs::remove_file(dir.join(name)) {
+            tracing::warn!("removing the old report {name}: {e}");
+        }
+    }
+}
+
+/// `20261203T234542Z-327143.json`: a run id (its time first) and the extension — so the
+/// reports of `smoke-2` are not taken for those of `smoke`.
+fn is_run_file_name(rest: &str) -> bool {
+    let b = rest.as_bytes();
+    b.len() > 16 && b[..8].iter().all(u8::is_ascii_digit) && b[8] == b'T' && rest.ends_with(".json")
 }
 
 /// Writes whole (a temporary file renamed into place), readable by the owner only.
@@ -137,7 +166,7 @@ pub(super) async fn record_abandoned(data_dir: &Path, run: &Run, why: &str) {
         session: run.session.as_ref().map(|s| s.id.clone()),
     });
     let written = match serde_json::to_vec_pretty(&all) {
-        Ok(json) => match tokio::fs::create_dir_all(data_dir).await {
+        Ok(json) => match crate::util::create_private_dir(data_dir) {
             Ok(()) => write_private(&path, json).await,
             Err(e) => Err(e),
         },
@@ -230,5 +259,29 @@ mod tests {
             alerts[0].message
         );
         assert!(take_abandoned(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn old_reports_beyond_the_limit_are_deleted_and_other_tests_untouched() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let results = dir.path().join("results");
+        std::fs::create_dir_all(&results).expect("results");
+        for n in 0..5 {
+            for test in ["smoke", "smoke-2"] {
+                std::fs::write(results.join(format!("{test}-2026120{n}T000000Z-00000{n}.json")), "{}").expect("write");
+            }
+        }
+        std::fs::write(results.join("smoke-notes.txt"), "mine").expect("write");
+        prune(dir.path(), "smoke", 2);
+        let mut left: Vec<String> = std::fs::read_dir(&results)
+            .expect("list")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        left.sort();
+        let smoke: Vec<&String> = left.iter().filter(|n| n.starts_with("smoke-2026")).collect();
+        assert_eq!(smoke, ["smoke-20261203T000000Z-000003.json", "smoke-20261204T000000Z-000004.json"]);
+        assert_eq!(left.iter().filter(|n| n.starts_with("smoke-2-")).count(), 5, "{left:?}");
+        assert!(left.contains(&"smoke-notes.txt".to_owned()));
     }
 }

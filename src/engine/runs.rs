@@ -340,6 +340,9 @@ async fn drive(mut ctx: RunCtx, mut plan: Plan) {
             .await
             .map_err(|e| tracing::warn!("writing the report of {}: {e}", ctx.test.name))
             .ok();
+    let (data_dir, test, keep) =
+        (ctx.setup.data_dir.clone(), ctx.test.name.clone(), ctx.config().runs.keep_reports as usize);
+    let _ = tokio::task::spawn_blocking(move || reports::prune(&data_dir, &test, keep)).await;
     let (level, text) = match verdict.outcome {
         crate::protocol::VerdictOutcome::Pass => (Level::Info, format!("{} passed", ctx.test.name)),
         crate::protocol::VerdictOutcome::Fail => {

@@ -34,7 +34,7 @@ pub struct RotatingFile {
 
 impl RotatingFile {
     pub fn open(dir: &Path, name: &str, max_bytes: u64, keep_files: usize) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        crate::util::create_private_dir(dir)?;
         let path = log_path(dir, name);
         let file = open_append(&path)?;
         let written = file.metadata()?.len();
@@ -55,7 +55,19 @@ impl RotatingFile {
     /// goes on to the file already open: losing lines, or retrying (and shifting the old files
     /// away) on every line, would both be worse than one file growing past its size for a while.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
-        let len = line.len() as u64 + 1;
+        self.make_room(line.len() as u64 + 1);
+        self.out.write_all(line)?;
+        self.out.write_all(b"\n")?;
+        self.written += line.len() as u64 + 1;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    /// Rotates first when `len` more bytes would pass the size.
+    fn make_room(&mut self, len: u64) {
         if self.written > 0
             && self.written + len > self.max_bytes
             && let Err(e) = self.rotate()
@@ -67,14 +79,6 @@ impl RotatingFile {
             );
             self.written = 0;
         }
-        self.out.write_all(line)?;
-        self.out.write_all(b"\n")?;
-        self.written += len;
-        Ok(())
-    }
-
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -97,13 +101,27 @@ impl RotatingFile {
     }
 }
 
+/// Whole writes (a formatted log record each, as tracing's writers make them) rotate like lines.
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.make_room(buf.len() as u64);
+        self.out.write_all(buf)?;
+        self.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 fn ignore_missing(e: io::Error) -> io::Result<()> {
     if e.kind() == io::ErrorKind::NotFound { Ok(()) } else { Err(e) }
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
 }
 
 #[cfg(test)]

@@ -32,6 +32,23 @@ pub fn is_pointer_line(line: &str) -> bool {
     POINTER_PATTERNS.iter().any(|p| lower.contains(p))
 }
 
+/// The most of an OOM line kept in events, state and crash reasons: enough for the message,
+/// the allocation and the totals; a multi-megabyte line (a dumped tensor) is cut.
+pub const MAX_OOM_LINE_BYTES: usize = 4 << 10;
+
+/// `line` without trailing whitespace, at most [`MAX_OOM_LINE_BYTES`] (then cut with `…`).
+pub fn capped(line: &str) -> String {
+    let line = line.trim_end();
+    if line.len() <= MAX_OOM_LINE_BYTES {
+        return line.to_owned();
+    }
+    let mut end = MAX_OOM_LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &line[..end])
+}
+
 /// Remembers the most recent OOM line of one process run, so the crash can be labelled.
 #[derive(Debug, Default)]
 pub struct OomWatch {
@@ -44,7 +61,7 @@ impl OomWatch {
     pub fn observe(&mut self, line: &str) -> bool {
         self.lines_seen += 1;
         if is_oom_line(line) {
-            self.last_oom = Some((self.lines_seen, line.trim_end().to_owned()));
+            self.last_oom = Some((self.lines_seen, capped(line)));
             return true;
         }
         false
@@ -123,5 +140,15 @@ mod tests {
             watch.observe("INFO serving");
         }
         assert_eq!(watch.explaining_line(), None);
+    }
+
+    #[test]
+    fn a_huge_oom_line_is_kept_capped() {
+        let huge = format!("torch.OutOfMemoryError: CUDA out of memory. {}", "é".repeat(1 << 20));
+        let mut watch = OomWatch::default();
+        assert!(watch.observe(&huge));
+        let kept = watch.explaining_line().expect("kept");
+        assert!(kept.len() <= MAX_OOM_LINE_BYTES + '…'.len_utf8(), "{}", kept.len());
+        assert!(kept.starts_with("torch.OutOfMemoryError") && kept.ends_with('…'));
     }
 }

@@ -401,8 +401,8 @@ impl State {
 
     fn apply_logs(&mut self, batch: &LogBatch) {
         let stats = self.logs.entry(batch.source.clone()).or_default();
-        stats.lines += batch.lines.len() as u64;
-        stats.dropped += batch.dropped_before;
+        stats.lines = stats.lines.saturating_add(batch.lines.len() as u64);
+        stats.dropped = stats.dropped.saturating_add(batch.dropped_before);
         for line in &batch.lines {
             stats.errors += u64::from(line.is_error());
             stats.ooms += u64::from(line.oom);
@@ -415,7 +415,9 @@ impl State {
             let mut total = None;
             for gpu in &self.gpus.gpus {
                 for p in gpu.processes.iter().filter(|p| p.model.as_deref() == Some(m.id.as_str())) {
-                    *total.get_or_insert(0) += p.used_memory_bytes.unwrap_or(0);
+                    // The driver's numbers: a nonsense one saturates instead of overflowing.
+                    let sum = total.get_or_insert(0u64);
+                    *sum = sum.saturating_add(p.used_memory_bytes.unwrap_or(0));
                 }
             }
             m.gpu_memory_bytes = total;
@@ -452,5 +454,18 @@ mod tests {
         let details: Vec<&str> = state.models[0].timeline.iter().map(|e| e.detail.as_str()).collect();
         assert_eq!(details, ["pid 7", "ready after 4s", "timed out", "healthy again"]);
         assert_eq!(state.models[0].state, ModelState::Ready);
+    }
+
+    /// Numbers from the driver or a peer that do not fit: the sums saturate, no panic.
+    #[test]
+    fn absurd_gpu_memory_numbers_saturate() {
+        use crate::protocol::{GpuEvent, GpuProcess, GpuSample};
+        let config =
+            crate::config::load_str("models:\n  - { id: m, command: x, port: 9001 }\n", "test").expect("config");
+        let mut state = State::new(&config, None, "host".into());
+        let process = GpuProcess { pid: 1, used_memory_bytes: Some(u64::MAX), model: Some("m".into()) };
+        let gpu = |index| GpuSample { index, processes: vec![process.clone(), process.clone()], ..Default::default() };
+        state.apply(&Event::Gpu(GpuEvent::Sampled { ts: chrono::Utc::now(), gpus: vec![gpu(0), gpu(1)] }));
+        assert_eq!(state.models[0].gpu_memory_bytes, Some(u64::MAX));
     }
 }

@@ -53,7 +53,7 @@ pub fn read_or_create(path: &Path) -> io::Result<Token> {
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                crate::util::create_private_dir(dir)?;
             }
             let mut bytes = [0u8; 32];
             std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;

@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Held for the engine's lifetime.
@@ -43,13 +44,14 @@ pub enum LockError {
 
 impl InstanceLock {
     pub fn acquire(state_dir: &Path) -> Result<InstanceLock, LockError> {
-        std::fs::create_dir_all(state_dir).map_err(LockError::Io)?;
+        crate::util::create_private_dir(state_dir).map_err(LockError::Io)?;
         let path = state_dir.join("engine.lock");
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(LockError::Io)?;
         match file.try_lock() {

@@ -39,7 +39,7 @@ impl Ledger {
     /// owner is checkable in /proc.
     pub fn open(state_dir: &Path) -> io::Result<Ledger> {
         let dir = state_dir.join("ledger");
-        fs::create_dir_all(&dir)?;
+        crate::util::create_private_dir(&dir)?;
         let me = std::process::id();
         let ticks = procfs::stat(me).map(|s| s.start_ticks).unwrap_or(0);
         // Several engines may run in one process (tests do): each gets its own id.
@@ -48,7 +48,7 @@ impl Ledger {
         let run_id = format!("{me}-{ticks}-{n}");
         let path = dir.join(format!("{run_id}.json"));
         let entry = Entry { run_id: run_id.clone(), owner_pid: me, owner_start_ticks: ticks };
-        fs::write(&path, serde_json::to_vec(&entry).map_err(io::Error::other)?)?;
+        crate::util::write_private_atomic(&path, &serde_json::to_vec(&entry).map_err(io::Error::other)?)?;
         Ok(Ledger { path, run_id })
     }
 

@@ -92,7 +92,8 @@ pub fn clean_excerpt(text: &str, max_chars: usize) -> String {
             skip_escape_sequence(c, &mut input);
             continue;
         }
-        if chars >= max_chars {
+        // The pending space counts too: a cut is never past `max_chars`.
+        if chars + 1 + usize::from(space) > max_chars {
             out.push('…');
             break;
         }
@@ -178,6 +179,28 @@ pub fn fmt_duration_ms(ms: u64) -> String {
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
     }
+}
+
+/// Creates `dir` (and its missing parents) readable by the owner only (0700), for ledgers,
+/// logs, reports and tokens. An existing directory that others can write to keeps its mode
+/// (it may be shared on purpose) and is warned about once: others could swap llmdeck's files.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    // Before llmdeck's log exists the warning would go nowhere: it is given on a later call.
+    if mode & 0o022 != 0 && tracing::dispatcher::has_been_set() {
+        static WARNED: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+        if !warned.iter().any(|d| d == dir) {
+            warned.push(dir.to_owned());
+            tracing::warn!(
+                "{} can be written by others (mode {mode:o}): they could replace llmdeck's files there; `chmod 700` it",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Writes `bytes` whole (a temporary file synced and renamed into place), readable by the

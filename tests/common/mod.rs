@@ -302,6 +302,19 @@ impl Drop for Daemon {
     }
 }
 
+/// A child killed and reaped when dropped: a test that fails half-way leaves nothing running
+/// (a leftover daemon would hold its port and state against the tests after it).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// `exit code 2`, `killed by signal 9 (SIGKILL)`.
 pub fn describe_exit(status: std::process::ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
