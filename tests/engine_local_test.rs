@@ -28,6 +28,7 @@ fn options(sb: &common::Sandbox, probe: &str, mock_args: &str, extra_test: &str)
         config,
         config_path: None,
         gpu_backend: None,
+        keeper_exe: Some(env!("CARGO_BIN_EXE_llmdeck").into()),
     }
 }
 

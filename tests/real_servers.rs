@@ -192,6 +192,7 @@ async fn a_local_test_run_against_it_produces_a_report() {
         config,
         config_path: None,
         gpu_backend: None,
+        keeper_exe: Some(env!("CARGO_BIN_EXE_llmdeck").into()),
     };
     let (engine, sub) = Engine::start_subscribed(opts).await.expect("engine");
     let mut events = sub.events;

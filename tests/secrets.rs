@@ -93,11 +93,25 @@ tests:
     let after = restart["seq"].as_u64().expect("events carry seq");
     d.wait_for("ready again", LONG, |v| is("m", "ready")(v) && v["seq"].as_u64().is_some_and(|s| s > after));
 
-    // kill -9 of llmdeck: the next start sweeps the helper and says what it ended.
+    // kill -9 of llmdeck and of the model's keeper at once (what the OOM killer may do): the
+    // helper is left over, and the next start sweeps it and says what it ended. llmdeck is
+    // held stopped meanwhile, so that it cannot see the keeper die and end the helper itself.
     let helper: u32 = std::fs::read_to_string(&pidfile).expect("pid file").trim().parse().expect("pid");
+    let keeper = d.seen.iter().rev().find_map(|v| is("m", "starting")(v).then(|| v["pid"].as_u64()).flatten());
+    let keeper = u32::try_from(keeper.expect("the restart's pid")).expect("pid");
+    d.signal(19); // SIGSTOP
+    let daemon = d.child.id();
+    let stopped = || std::fs::read_to_string(format!("/proc/{daemon}/stat")).is_ok_and(|s| s.contains(") T "));
+    let deadline = std::time::Instant::now() + LONG;
+    while !stopped() {
+        assert!(std::time::Instant::now() < deadline, "llmdeck never stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    common::unsafe_kill(keeper, 9);
     d.signal(9);
     d.wait_exit(Duration::from_secs(5));
-    assert!(alive(helper), "test premise: the helper survives kill -9 of llmdeck");
+    assert!(wait_gone(keeper, Duration::from_secs(5)), "the keeper survived SIGKILL");
+    assert!(alive(helper), "test premise: the helper is left over");
     let mut next = Daemon::start(&sb, &config);
     next.wait_for("a leftover alert", LONG, |v| {
         v["type"] == "alert" && v["message"].as_str().is_some_and(|m| m.contains(&helper.to_string()))

@@ -111,7 +111,10 @@ fn health_404_means_models_only_and_sighup_is_survived() {
     let sb = Sandbox::new();
     let port = free_port();
     // A health path the mock does not serve: readiness rests on /v1/models alone.
-    let model = mock_model("nohealth", port, "", "").replace("health: {", "health: { path: /no-such-health,");
+    let stopped_file = sb.path().join("stop-command-ran");
+    let model =
+        mock_model("nohealth", port, "", &format!("    stop_command: \"touch '{}'\"\n", stopped_file.display()))
+            .replace("health: {", "health: { path: /no-such-health,");
     let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
     let mut d = Daemon::start(&sb, &config);
     let ready = d.wait_for("ready", LONG, is("nohealth", "ready"));
@@ -126,6 +129,7 @@ fn health_404_means_models_only_and_sighup_is_survived() {
     assert!(!d.states_of("nohealth").contains(&"stopping".to_owned()));
     d.signal(2);
     assert!(d.wait_exit(Duration::from_secs(20)).success());
+    assert!(stopped_file.exists(), "stopping the model did not run its stop_command");
 }
 
 /// A server that answers, but never 200 (here: it wants a key the config does not give):
@@ -272,36 +276,49 @@ fn a_second_llmdeck_on_the_same_state_dir_is_refused() {
     assert!(first.wait_exit(Duration::from_secs(20)).success());
 }
 
+/// `kill -9` of llmdeck leaves nothing running — not the models, not what a wrapper shell
+/// started, not a helper that left for its own session — within the stop timeout and two
+/// seconds, without starting llmdeck again: each model's keeper stops its whole tree.
 #[test]
 fn kill_9_of_the_daemon_leaves_no_model_behind() {
     let sb = Sandbox::new();
     let (p1, p2) = (free_port(), free_port());
-    // `plain` is a direct child: the parent-death signal ends it. `wrapped` runs under a shell
-    // that is killed, leaving the mock orphaned: the next start must find and end it.
     let plain = mock_model("plain", p1, "", "");
+    let helper_file = sb.path().join("helper.pid");
+    let stopped_file = sb.path().join("stop-command-ran");
     let wrapped = format!(
-        "  - id: wrapped\n    command: sh\n    args: [-c, \"'{}' mock-llm --port {p2} & wait\"]\n    port: {p2}\n    health: {{ interval_s: 0.5, timeout_s: 1, startup_timeout_s: 30 }}\n    stop_timeout_s: 3\n",
-        common::BIN
+        "  - id: wrapped\n    command: sh\n    args: [-c, \"'{}' mock-llm --port {p2} & setsid sleep 300 & echo $! > '{}'; wait\"]\n    port: {p2}\n    health: {{ interval_s: 0.5, timeout_s: 1, startup_timeout_s: 30 }}\n    stop_timeout_s: 3\n    stop_command: \"touch '{}'\"\n",
+        common::BIN,
+        helper_file.display(),
+        stopped_file.display()
     );
     let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{plain}{wrapped}"));
     let mut d = Daemon::start(&sb, &config);
     d.wait_for("plain ready", LONG, is("plain", "ready"));
     d.wait_for("wrapped ready", LONG, is("wrapped", "ready"));
-    let plain_pid = pids_of(&d, "plain")[0];
-    let orphan = listener_pid(p2).expect("the wrapped mock listens");
+    let helper: u32 = std::fs::read_to_string(&helper_file).expect("helper pid").trim().parse().expect("pid");
+    let tree = common::descendants_of(d.child.id());
+    for pid in [listener_pid(p1).expect("plain listens"), listener_pid(p2).expect("wrapped listens"), helper] {
+        assert!(tree.contains(&pid), "test premise: {pid} runs below llmdeck ({tree:?})");
+    }
+    assert!(
+        llmdeck::util::procfs::stat(helper).is_some_and(|s| s.pgid == helper),
+        "test premise: the helper left the group"
+    );
 
     d.signal(9);
     d.wait_exit(Duration::from_secs(5));
-    assert!(wait_gone(plain_pid, Duration::from_secs(3)), "the directly supervised model survived kill -9 of llmdeck");
-    assert!(alive(orphan), "test premise: the shell's child is orphaned");
-
-    // The next start reports and ends the leftover.
-    let mut next = Daemon::start(&sb, &config);
-    let alert = next.wait_for("a leftover alert", LONG, |v| v["type"] == "alert");
-    assert!(alert["message"].as_str().is_some_and(|m| m.contains(&orphan.to_string())), "{alert}");
-    assert!(wait_gone(orphan, Duration::from_secs(3)), "the leftover was not ended");
-    next.signal(15);
-    assert!(next.wait_exit(Duration::from_secs(20)).success());
+    // Within stop_timeout_s (3) + 2 s of the kill.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let left: Vec<u32> = tree
+        .iter()
+        .copied()
+        .filter(|pid| !wait_gone(*pid, deadline.saturating_duration_since(std::time::Instant::now())))
+        .collect();
+    let described: Vec<String> =
+        left.iter().map(|pid| format!("{pid} {:?}", llmdeck::util::procfs::cmdline_args(*pid))).collect();
+    assert!(left.is_empty(), "still running after kill -9 of llmdeck: {described:?}");
+    assert!(stopped_file.exists(), "the keeper did not run the model's stop_command");
 }
 
 /// Whether the daemon's event printer is blocked writing to its stdout (the pipe is full):

@@ -179,3 +179,57 @@ fn quitting_waits_on_screen_for_a_runs_cleanup() {
     assert_eq!(json["run"]["steps"][3]["status"], "done", "{json}");
     assert_eq!(json["run"]["verdict"]["outcome"], "cancelled");
 }
+
+/// `kill -9` of the demo leaves nothing running — its models, their keepers, its shopper —
+/// within the models' stop timeout (5 s) and two seconds, without starting llmdeck again; the
+/// next demo removes the directory the dead one left.
+#[test]
+fn kill_9_of_the_demo_leaves_nothing_running_and_the_next_demo_sweeps_its_dir() {
+    let sb = Sandbox::new();
+    let tmp = sb.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let t = sb.tmux(120, 40, &[("TMPDIR", tmp.display().to_string())]);
+    t.launch(&format!("'{BIN}' demo"));
+    t.wait_for("three ready models", Duration::from_secs(30), |s| s.matches("● ready").count() >= 3);
+    let llmdeck = child_of(t.pane_pid());
+    let tree = common::descendants_of(llmdeck);
+    assert!(tree.len() >= 8, "test premise: three models and the shopper, each with a keeper: {tree:?}");
+
+    common::unsafe_kill(llmdeck, 9);
+    assert_eq!(t.wait_exited(Duration::from_secs(10)), 137);
+    let deadline = std::time::Instant::now() + Duration::from_secs(7);
+    let left: Vec<String> = tree
+        .iter()
+        .filter(|pid| !common::wait_gone(**pid, deadline.saturating_duration_since(std::time::Instant::now())))
+        .map(|pid| format!("{pid} {:?}", llmdeck::util::procfs::cmdline_args(*pid)))
+        .collect();
+    assert!(left.is_empty(), "still running after kill -9 of the demo: {left:?}");
+
+    // The dead demo's directory is still there, marked running; once it is older than a
+    // starting demo can be, the next demo removes it.
+    let dirs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&tmp)
+            .expect("tmp")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("RUNNING").exists())
+            .collect()
+    };
+    let stale = dirs();
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(stale[0].join("RUNNING"))
+        .and_then(|f| f.set_modified(an_hour_ago))
+        .expect("age the mark");
+    t.type_line("clear");
+    t.launch(&format!("'{BIN}' demo"));
+    t.wait_text("1 Models", Duration::from_secs(20));
+    assert!(!stale[0].exists(), "the dead demo's directory is still there");
+    t.keys(&["q"]);
+    t.wait_text("Quit?", Duration::from_secs(5));
+    t.keys(&["y"]);
+    assert_eq!(t.wait_exited(Duration::from_secs(20)), 0);
+    assert!(dirs().is_empty(), "the clean exit removed its own directory: {:?}", dirs());
+}

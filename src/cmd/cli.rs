@@ -60,11 +60,28 @@ pub enum Command {
     MockLlm(crate::fakes::mock_llm::MockLlmArgs),
     /// A fake of the GPU shopper service, with an SSH server for its "instances" (demo, tests)
     MockShopper(crate::fakes::mock_shopper::MockShopperArgs),
+    /// Internal: runs one model and stops its whole process tree if llmdeck dies
+    #[command(hide = true)]
+    Keeper(KeeperArgs),
     /// Print shell completions
     Completions {
         /// The shell to generate completions for
         shell: clap_complete::Shell,
     },
+}
+
+/// `llmdeck keeper --stop-timeout-ms N -- PROGRAM ARGS...` (started by the supervisor only).
+#[derive(Debug, Clone, Args)]
+pub struct KeeperArgs {
+    /// How long the model gets after SIGTERM before SIGKILL, when llmdeck is gone
+    #[arg(long, value_name = "MS")]
+    pub stop_timeout_ms: u64,
+    /// The model's `stop_command`, run first when llmdeck is gone
+    #[arg(long, value_name = "SHELL COMMAND")]
+    pub stop_command: Option<String>,
+    /// The model's command
+    #[arg(last = true, required = true, num_args = 1.., allow_hyphen_values = true)]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args, Default)]

@@ -81,6 +81,12 @@ pub(super) fn init_tracing(state_dir: &Path) -> Result<tracing_appender::non_blo
     Ok(guard)
 }
 
+/// This binary, for the models' keepers; `None` when it is gone from disk (replaced by an
+/// upgrade while running): models then run without one, as direct children.
+pub(super) fn keeper_exe() -> Option<PathBuf> {
+    std::env::current_exe().ok().filter(|p| p.is_file())
+}
+
 fn engine_options(
     config: Config,
     paths: config::Paths,
@@ -97,6 +103,7 @@ fn engine_options(
         config,
         config_path,
         gpu_backend,
+        keeper_exe: keeper_exe(),
     })
 }
 
@@ -238,10 +245,14 @@ async fn shut_down(engine: Engine, handle: &EngineHandle, reason: &str, signals:
 
 /// `llmdeck demo`: the TUI on the embedded demo, in a temporary directory.
 pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
+    // Earlier demos that died without cleaning up (kill -9, a power cut) leave their dirs.
+    let _ = tokio::task::spawn_blocking(sweep_stale_demo_dirs).await;
     let dir = tempfile::Builder::new()
-        .prefix("llmdeck-demo-")
+        .prefix(DEMO_DIR_PREFIX)
         .tempdir()
         .wrap_err("creating the demo's temporary directory")?;
+    std::fs::write(dir.path().join(DEMO_RUNNING), format!("{}\n", std::process::id()))
+        .wrap_err("marking the demo's directory as in use")?;
     // The demo's GPU shopper, with its SSH "instances" on this machine.
     let shopper = DemoShopper::start(dir.path()).await?;
     // Held until the demo ends: no other llmdeck picks these ports meanwhile.
@@ -265,11 +276,45 @@ pub async fn demo(args: &DemoArgs, global: &GlobalArgs) -> Result<ExitCode> {
         Err(e) => Err(e),
     };
     shopper.stop().await;
+    let _ = std::fs::remove_file(dir.path().join(DEMO_RUNNING));
     if args.keep_dir {
         let kept = dir.keep();
         say!("llmdeck: the demo's logs are in {}", kept.display());
     }
     code
+}
+
+const DEMO_DIR_PREFIX: &str = "llmdeck-demo-";
+/// In a demo's directory while that demo runs; a directory that has it but whose engine lock
+/// nobody holds belongs to a demo that died.
+const DEMO_RUNNING: &str = "RUNNING";
+
+/// Removes the directories of demos that died without cleaning up: marked running, their
+/// engine lock free, and older than a starting demo can be. Kept ones (`--keep-dir`) have no
+/// mark and stay.
+fn sweep_stale_demo_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let is_demo = entry.file_name().to_string_lossy().starts_with(DEMO_DIR_PREFIX);
+        let marked = std::fs::metadata(dir.join(DEMO_RUNNING));
+        let Ok(marked) = marked else { continue };
+        let old = marked.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() > 60);
+        if is_demo && old && !engine_lock_held(&dir.join("state")) {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!("removed {}, left by a demo that did not exit cleanly", dir.display()),
+                Err(e) => tracing::warn!("removing {}, left by an earlier demo: {e}", dir.display()),
+            }
+        }
+    }
+}
+
+/// Whether a running llmdeck holds the engine lock in `state_dir`.
+fn engine_lock_held(state_dir: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(state_dir.join("engine.lock")) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 /// The demo config with this binary's path, reserved loopback ports and the temp dir filled
@@ -291,20 +336,31 @@ pub fn demo_config_text(dir: &Path, shopper_url: &str) -> Result<(String, Vec<Po
 }
 
 /// The demo's `llmdeck mock-shopper`, a child in its own process group: stopped with SIGTERM
-/// (it destroys its sessions and what runs in them), then killed whole.
+/// (it destroys its sessions and what runs in them), then killed whole. It runs under a keeper
+/// like the models, so a `kill -9` of the demo does not leave it and its "instances" running.
 struct DemoShopper {
+    /// The keeper (whose stdin pipe stays open while this lives), with the shopper below it.
     child: tokio::process::Child,
     url: String,
 }
+
+/// How long the demo's shopper gets to destroy its sessions after SIGTERM.
+const DEMO_SHOPPER_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl DemoShopper {
     async fn start(dir: &Path) -> Result<DemoShopper> {
         use tokio::io::AsyncBufReadExt;
         let exe = std::env::current_exe().wrap_err("finding the llmdeck executable for the demo's shopper")?;
         let log = std::fs::File::create(dir.join("mock-shopper.log")).wrap_err("the demo shopper's log file")?;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["mock-shopper", "--port", "0", "--ssh-port", "0", "--provision-delay", "4", "--destroy-delay", "1"])
-            .stdin(Stdio::null())
+        let shopper =
+            ["mock-shopper", "--port", "0", "--ssh-port", "0", "--provision-delay", "4", "--destroy-delay", "1"];
+        let shopper: Vec<String> = shopper.iter().map(|s| s.to_string()).collect();
+        let args =
+            crate::supervisor::keeper::keeper_args(DEMO_SHOPPER_STOP, None, &exe.display().to_string(), &shopper);
+        let mut child = tokio::process::Command::new(&exe)
+            .args(&args)
+            // The keeper's lifeline: EOF when the demo is gone, however it went.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)
             // Its "instances" live inside the demo's directory, removed with it.
@@ -340,7 +396,7 @@ impl DemoShopper {
         if let Some(pid) = self.child.id() {
             let group = nix::unistd::Pid::from_raw(-(pid as i32));
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
-            if tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await.is_err() {
+            if tokio::time::timeout(DEMO_SHOPPER_STOP, self.child.wait()).await.is_err() {
                 let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
             }
         }

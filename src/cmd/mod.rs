@@ -18,6 +18,14 @@ mod test_export;
 
 /// Runs the parsed command line; the returned code is the process's exit code.
 pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    // The keeper is a small synchronous process: no runtime, no threads, no hooks.
+    if let Some(Command::Keeper(args)) = &cli.command {
+        let (program, rest) =
+            args.command.split_first().ok_or_else(|| color_eyre::eyre::eyre!("keeper: no command"))?;
+        let stop_timeout = std::time::Duration::from_millis(args.stop_timeout_ms);
+        let code = crate::supervisor::keeper::run(stop_timeout, args.stop_command.as_deref(), program, rest);
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("llmdeck")
@@ -38,6 +46,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
             Some(Command::Probe(args)) => probe::run(args).await,
             Some(Command::MockLlm(args)) => crate::fakes::mock_llm::run(args).await,
             Some(Command::MockShopper(args)) => crate::fakes::mock_shopper::run(args).await,
+            Some(Command::Keeper(_)) => Ok(crate::exit::code(crate::exit::USAGE)),
             Some(Command::Completions { shell }) => {
                 use clap::CommandFactory;
                 // Into memory first: clap_complete panics when its writer fails (`| head`).

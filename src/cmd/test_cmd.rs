@@ -115,6 +115,7 @@ async fn run_one(mut config: Config, path: PathBuf, args: &RunArgs) -> Result<Ex
         state_dir,
         data_dir: paths.data_dir.clone(),
         gpu_backend,
+        keeper_exe: super::engine_cmd::keeper_exe(),
     };
     let (engine, sub) = match Engine::start_subscribed(opts).await {
         Ok(started) => started,

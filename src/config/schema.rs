@@ -136,6 +136,11 @@ pub struct ModelConfig {
     pub restart: RestartConfig,
     #[serde(default = "default_stop_timeout", with = "secs")]
     pub stop_timeout_s: Duration,
+    /// A shell command that stops what the model's command started outside its own process
+    /// tree (a container: `docker stop llm-qwen`): run on every stop before SIGTERM, and by
+    /// the model's keeper if llmdeck is gone.
+    #[serde(default)]
+    pub stop_command: Option<String>,
 }
 
 impl ModelConfig {

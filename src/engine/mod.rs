@@ -27,7 +27,7 @@ use crate::protocol::{
     Ack, Answer, Command, CommandError, EngineEvent, EngineEventKind, Event, EventSink, Hub, Link, LinkStatus,
     Snapshot, State, Subscription,
 };
-use crate::supervisor::{Supervisor, SupervisorDirs};
+use crate::supervisor::{Supervisor, SupervisorSetup};
 use crate::util::procfs::ModelProcesses;
 
 /// How long shutdown waits for the engine's own tasks after the models are gone.
@@ -49,6 +49,9 @@ pub struct EngineOptions {
     pub data_dir: PathBuf,
     /// Overrides `gpu.backend` (the demo forces the simulated backend).
     pub gpu_backend: Option<GpuBackend>,
+    /// The llmdeck binary, to run each model under a keeper that stops it if llmdeck dies,
+    /// even by `kill -9` (`None`: models are direct children; see `supervisor::keeper`).
+    pub keeper_exe: Option<PathBuf>,
 }
 
 struct CommandRequest {
@@ -201,7 +204,11 @@ impl Engine {
         }
 
         let processes = ModelProcesses::default();
-        let dirs = SupervisorDirs { log_dir: opts.log_dir.clone(), state_dir: opts.state_dir.clone() };
+        let dirs = SupervisorSetup {
+            log_dir: opts.log_dir.clone(),
+            state_dir: opts.state_dir.clone(),
+            keeper_exe: opts.keeper_exe.clone(),
+        };
         let supervisor = Supervisor::start(&opts.config, &dirs, events.clone(), processes.clone())
             .await
             .wrap_err("starting the model supervisor")?;

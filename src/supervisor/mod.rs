@@ -4,6 +4,7 @@
 pub mod capture;
 mod health;
 pub mod instance;
+pub mod keeper;
 mod ledger;
 mod model;
 pub mod policy;
@@ -39,19 +40,23 @@ pub struct SupervisorHandle {
     models: BTreeMap<String, mpsc::Sender<Request>>,
 }
 
-/// Where the supervisor keeps its files.
+/// Where the supervisor keeps its files, and what it starts models under.
 #[derive(Debug, Clone)]
-pub struct SupervisorDirs {
+pub struct SupervisorSetup {
     /// Model logs.
     pub log_dir: std::path::PathBuf,
     /// The instance lock and the PID ledger.
     pub state_dir: std::path::PathBuf,
+    /// The llmdeck binary: each model runs under `llmdeck keeper` ([`keeper`]), so nothing it
+    /// starts outlives llmdeck, even `kill -9`. `None` (library use without the binary): models
+    /// are direct children, ended by the parent-death signal and the next start's sweep.
+    pub keeper_exe: Option<std::path::PathBuf>,
 }
 
 impl Supervisor {
     pub async fn start(
         config: &Config,
-        dirs: &SupervisorDirs,
+        dirs: &SupervisorSetup,
         events: EventSink,
         processes: ModelProcesses,
     ) -> Result<Self> {
@@ -72,7 +77,13 @@ impl Supervisor {
         report_leftovers(&events, leftovers).await;
 
         let spawner = process::Spawner::start().wrap_err("starting the process spawner thread")?;
-        let shared = Shared { events, processes, spawner, run_id: ledger.run_id().to_owned() };
+        let shared = Shared {
+            events,
+            processes,
+            spawner,
+            run_id: ledger.run_id().to_owned(),
+            keeper_exe: dirs.keeper_exe.clone(),
+        };
         let max_bytes = config.logs.max_file_mb.saturating_mul(1024 * 1024);
         let keep = config.logs.keep_files as usize;
         let mut tasks = JoinSet::new();

@@ -45,6 +45,8 @@ pub struct Shared {
     pub processes: ModelProcesses,
     pub spawner: Spawner,
     pub run_id: String,
+    /// Models run under `llmdeck keeper` when set (see [`super::keeper`]).
+    pub keeper_exe: Option<std::path::PathBuf>,
 }
 
 pub struct ModelTask {
@@ -247,6 +249,11 @@ impl ModelTask {
             cwd: self.cfg.cwd.clone(),
             run_id: self.shared.run_id.clone(),
             model_id: self.cfg.id.clone(),
+            keeper: self.shared.keeper_exe.clone().map(|exe| super::process::KeeperSpec {
+                exe,
+                stop_timeout: self.cfg.stop_timeout_s,
+                stop_command: self.cfg.stop_command.clone(),
+            }),
         };
         let spawned = match self.shared.spawner.spawn(spec).await {
             Ok(s) => s,
@@ -315,6 +322,10 @@ impl ModelTask {
         run.killing = Some(ExitCause::OperatorStop);
         run.kill_deadline = Some(Instant::now() + self.cfg.stop_timeout_s);
         let pgid = run.pgid;
+        // Before SIGTERM, and waited for: `docker stop` ends the container, then its client.
+        if let Some(stop) = self.stop_command() {
+            stop.await;
+        }
         if let Err(e) = signal_group(pgid, Signal::SIGTERM) {
             tracing::warn!("SIGTERM to {} (group {pgid}): {e}", self.cfg.id);
         }
@@ -329,7 +340,45 @@ impl ModelTask {
         }
         run.killing = Some(cause);
         run.kill_deadline = Some(Instant::now() + self.cfg.stop_timeout_s);
-        let _ = signal_group(run.pgid, Signal::SIGTERM);
+        let pgid = run.pgid;
+        if let Some(stop) = self.stop_command() {
+            tokio::spawn(stop);
+        }
+        let _ = signal_group(pgid, Signal::SIGTERM);
+    }
+
+    /// The model's `stop_command`, if any: `sh -c` in its own process group, given
+    /// `stop_timeout_s`, then killed whole; its failure is noted in llmdeck's log.
+    fn stop_command(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let command = self.cfg.stop_command.clone()?;
+        let (id, limit) = (self.cfg.id.clone(), self.cfg.stop_timeout_s);
+        Some(async move {
+            let child = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn();
+            let mut child = match child {
+                Ok(child) => child,
+                Err(e) => return tracing::warn!("the stop_command of {id}: {e}"),
+            };
+            let pid = child.id();
+            match tokio::time::timeout(limit, child.wait()).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => tracing::warn!("the stop_command of {id} ended with {status}"),
+                Ok(Err(e)) => tracing::warn!("waiting for the stop_command of {id}: {e}"),
+                Err(_) => {
+                    tracing::warn!("the stop_command of {id} did not finish within {limit:?}: killed");
+                    if let Some(pid) = pid {
+                        let _ = signal_group(pid, Signal::SIGKILL);
+                    }
+                }
+            }
+        })
     }
 
     fn on_kill_deadline(&mut self) {

@@ -27,6 +27,18 @@ pub struct SpawnSpec {
     pub run_id: String,
     /// Set as `LLMDECK_MODEL_ID`, so `llmdeck gpus` can name the model holding GPU memory.
     pub model_id: String,
+    /// Run the model under `llmdeck keeper` (it leads the group; the model is its child).
+    pub keeper: Option<KeeperSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeeperSpec {
+    /// The llmdeck binary.
+    pub exe: PathBuf,
+    /// The model's stop timeout: what the keeper gives it before SIGKILL when llmdeck is gone.
+    pub stop_timeout: std::time::Duration,
+    /// The model's `stop_command`, which the keeper runs first when llmdeck is gone.
+    pub stop_command: Option<String>,
 }
 
 /// A started process group: its leader's PID (= the group id) and its output pipes. The
@@ -92,16 +104,42 @@ impl Spawner {
 
 fn spawn_group(spec: SpawnSpec) -> io::Result<Spawned> {
     let parent = nix::unistd::getpid();
-    let mut cmd = CommandWrap::with_new(&spec.program, |c| {
-        c.args(&spec.args)
+    let (program, args) = match &spec.keeper {
+        Some(keeper) => {
+            // The model's own spawn error (not found, not executable), as it would be without
+            // a keeper between us.
+            super::keeper::check_executable(
+                &spec.program,
+                spec.env.get("PATH").map(String::as_str),
+                spec.cwd.as_deref(),
+            )?;
+            let args = super::keeper::keeper_args(
+                keeper.stop_timeout,
+                keeper.stop_command.as_deref(),
+                &spec.program,
+                &spec.args,
+            );
+            (keeper.exe.display().to_string(), args)
+        }
+        None => (spec.program.clone(), spec.args.clone()),
+    };
+    let keeper = spec.keeper.is_some();
+    let mut cmd = CommandWrap::with_new(&program, |c| {
+        c.args(&args)
             .envs(&spec.env)
             .env(RUN_ID_ENV, &spec.run_id)
             .env(MODEL_ID_ENV, &spec.model_id)
-            .stdin(Stdio::null())
+            // A keeper's stdin is the pipe whose EOF tells it llmdeck is gone: its write end
+            // stays in the child handle, held by the wait thread for the keeper's lifetime.
+            .stdin(if keeper { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(dir) = &spec.cwd {
             c.current_dir(dir);
+        }
+        // A keeper outlives llmdeck on purpose (to stop the model); a bare model must not.
+        if keeper {
+            return;
         }
         // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
         unsafe {
@@ -202,6 +240,7 @@ mod tests {
             // Unique to this test run: nothing another suite sweeps.
             run_id: format!("process-test-{}-{}", std::process::id(), fastrand::u64(..)),
             model_id: "process-test".into(),
+            keeper: None,
         };
         spawn_group(spec).expect("spawn sh")
     }

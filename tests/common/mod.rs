@@ -302,6 +302,25 @@ impl Drop for Daemon {
     }
 }
 
+/// Every process below `root` now.
+pub fn descendants_of(root: u32) -> Vec<u32> {
+    let table: Vec<(u32, u32)> = llmdeck::util::procfs::pids()
+        .into_iter()
+        .filter_map(|pid| llmdeck::util::procfs::stat(pid).map(|s| (pid, s.ppid)))
+        .collect();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for (pid, ppid) in &table {
+            if *ppid == parent {
+                found.push(*pid);
+                frontier.push(*pid);
+            }
+        }
+    }
+    found
+}
+
 /// A child killed and reaped when dropped: a test that fails half-way leaves nothing running
 /// (a leftover daemon would hold its port and state against the tests after it).
 pub struct Reaped(pub Child);
