@@ -359,3 +359,34 @@ fn listener_pid(port: u16) -> Option<u32> {
     }
     None
 }
+
+/// A model that ignores SIGTERM holds shutdown for its whole stop timeout; the operator's
+/// third signal ends the wait: SIGKILL to every group, said so, and the daemon exits.
+#[test]
+fn a_third_signal_during_shutdown_kills_the_models_now() {
+    let sb = Sandbox::new();
+    let port = free_port();
+    let model =
+        mock_model("stubborn", port, ", --ignore-sigterm", "").replace("stop_timeout_s: 3", "stop_timeout_s: 600");
+    let config = sb.write_config(&format!("gpu: {{ backend: none }}\nmodels:\n{model}"));
+    let mut d = Daemon::start(&sb, &config);
+    d.wait_for("ready", LONG, is("stubborn", "ready"));
+    let pid = pids_of(&d, "stubborn")[0];
+    let wait_said = |d: &Daemon, what: &str| {
+        let deadline = std::time::Instant::now() + LONG;
+        while !d.stderr().contains(what) {
+            assert!(std::time::Instant::now() < deadline, "the daemon never said `{what}`: {}", d.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    d.signal(15);
+    wait_said(&d, "stopping every model");
+    d.wait_for("the model stopping", LONG, is("stubborn", "stopping"));
+    d.signal(15);
+    wait_said(&d, "send it again to kill them now");
+    d.signal(15);
+    wait_said(&d, "killing every model now");
+    assert!(d.wait_exit(Duration::from_secs(20)).success());
+    assert!(wait_gone(pid, Duration::from_secs(5)), "the stubborn model survived");
+    assert!(listener_pid(port).is_none(), "something still serves its port");
+}

@@ -212,11 +212,13 @@ fn cleanups_in_progress(state: &State) -> Vec<String> {
 }
 
 /// Stops the engine (cleanups first, then the models) while listening to signals: a second
-/// SIGINT/SIGTERM says what it still waits for, the next one stops waiting for cleanups.
+/// SIGINT/SIGTERM says what it still waits for, the next one stops waiting — for cleanups,
+/// then for the models' stop timeouts (SIGKILL to every group).
 async fn shut_down(engine: Engine, handle: &EngineHandle, reason: &str, signals: &mut Signals) {
     let shutdown = engine.shutdown(reason);
     tokio::pin!(shutdown);
     let mut warned = false;
+    let mut warned_models = false;
     loop {
         let name = tokio::select! {
             () = &mut shutdown => return,
@@ -225,8 +227,14 @@ async fn shut_down(engine: Engine, handle: &EngineHandle, reason: &str, signals:
             _ = signals.hup.recv() => continue,
         };
         let cleaning = handle.with_state(cleanups_in_progress);
-        if cleaning.is_empty() {
-            say!("llmdeck: {name}: still stopping the models (each within its stop_timeout_s)");
+        if cleaning.is_empty() && !warned_models {
+            warned_models = true;
+            say!(
+                "llmdeck: {name}: still stopping the models (each within its stop_timeout_s); send it again to kill them now"
+            );
+        } else if cleaning.is_empty() {
+            say!("llmdeck: {name}: killing every model now (SIGKILL)");
+            handle.kill_models_now();
         } else if !warned {
             warned = true;
             say!(

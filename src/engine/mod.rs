@@ -65,6 +65,8 @@ struct Control {
     shutdown: CancellationToken,
     /// Stops waiting for the cleanups still running.
     abandon: CancellationToken,
+    /// Stops waiting for models to stop: SIGKILL to every group now.
+    kill_models: CancellationToken,
     reason: Mutex<String>,
     status: watch::Sender<LinkStatus>,
 }
@@ -85,6 +87,12 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
+    /// During shutdown: stop waiting for the models' stop timeouts, SIGKILL every group now
+    /// (an operator's third Ctrl-C).
+    pub fn kill_models_now(&self) {
+        self.control.kill_models.cancel();
+    }
+
     /// Sends a command and waits for its ack or error.
     pub async fn send(&self, command: Command) -> Result<Ack, CommandError> {
         let (reply, answer) = oneshot::channel();
@@ -219,6 +227,7 @@ impl Engine {
         let control = Arc::new(Control {
             shutdown: CancellationToken::new(),
             abandon: CancellationToken::new(),
+            kill_models: CancellationToken::new(),
             reason: Mutex::new(String::new()),
             status,
         });
@@ -266,7 +275,7 @@ impl Engine {
         let reason = self.handle.control.reason();
         emit(&self.events, EngineEventKind::Stopping { reason }).await;
         self.cancel.cancel();
-        self.supervisor.shutdown().await;
+        self.supervisor.shutdown(self.handle.control.kill_models.clone()).await;
         emit(&self.events, EngineEventKind::Stopped).await;
         let _ = self
             .handle

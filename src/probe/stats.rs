@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use crate::protocol::{Percentiles, ProbeProgress, ProbeReport, ReportExtra, nearest_rank};
+pub use crate::protocol::{PercentileMethod, Percentiles, ProbeProgress, ProbeReport, ReportExtra, nearest_rank};
 
 use super::outcome::Outcome;
 use super::request::RequestRecord;
@@ -22,15 +22,85 @@ pub fn to_micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-/// Folds request records into counts and samples. Samples are kept exactly (4 bytes each), so
-/// percentiles are exact.
+/// Samples kept exactly per figure (4 bytes each); past it, a histogram.
+pub const EXACT_SAMPLES: usize = 250_000;
+
+/// The samples of one figure (µs): every one kept while there are at most [`EXACT_SAMPLES`],
+/// so percentiles are exact; past it an HDR histogram (3 significant digits: within 0.1%), so
+/// a long run's memory stays bounded.
+#[derive(Debug)]
+pub enum Samples {
+    Exact(Vec<u32>),
+    Hdr(Box<hdrhistogram::Histogram<u32>>),
+}
+
+impl Default for Samples {
+    fn default() -> Self {
+        Samples::Exact(Vec::new())
+    }
+}
+
+impl Samples {
+    pub fn push(&mut self, us: u32) {
+        if let Samples::Exact(all) = self {
+            if all.len() < EXACT_SAMPLES {
+                all.push(us);
+                return;
+            }
+            *self = Samples::Hdr(Box::new(histogram_of(all)));
+        }
+        if let Samples::Hdr(h) = self {
+            h.saturating_record(u64::from(us));
+        }
+    }
+
+    pub fn is_exact(&self) -> bool {
+        matches!(self, Samples::Exact(_))
+    }
+
+    fn median_ms(&self) -> Option<f64> {
+        match self {
+            Samples::Exact(all) => median_ms(all),
+            Samples::Hdr(h) => (!h.is_empty()).then(|| hdr_ms(h.value_at_quantile(0.5))),
+        }
+    }
+
+    fn percentiles(self) -> Percentiles {
+        match self {
+            Samples::Exact(mut all) => Percentiles::of_micros(&mut all),
+            Samples::Hdr(h) if h.is_empty() => Percentiles::default(),
+            Samples::Hdr(h) => {
+                let at = |q: f64| Some(hdr_ms(h.value_at_quantile(q)));
+                Percentiles { p50: at(0.5), p90: at(0.9), p95: at(0.95), p99: at(0.99), max: Some(hdr_ms(h.max())) }
+            }
+        }
+    }
+}
+
+/// A histogram of 1 µs to 71 minutes (any u32 of µs) at 3 significant digits, holding `all`.
+fn histogram_of(all: &[u32]) -> hdrhistogram::Histogram<u32> {
+    let mut h = hdrhistogram::Histogram::<u32>::new_with_bounds(1, u64::from(u32::MAX), 3).unwrap_or_else(|_| {
+        hdrhistogram::Histogram::<u32>::new(3).unwrap_or_else(|_| unreachable!("3 digits is valid"))
+    });
+    for us in all {
+        h.saturating_record(u64::from(*us));
+    }
+    h
+}
+
+fn hdr_ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Folds request records into counts and samples (see [`Samples`] for how percentiles are
+/// kept).
 #[derive(Debug, Default)]
 pub struct Aggregator {
     requests: u64,
     outcomes: BTreeMap<Outcome, u64>,
-    latency_us: Vec<u32>,
-    ttft_us: Vec<u32>,
-    itl_us: Vec<u32>,
+    latency_us: Samples,
+    ttft_us: Samples,
+    itl_us: Samples,
     errors: BTreeMap<Outcome, Vec<String>>,
     extra: ReportExtra,
 }
@@ -49,7 +119,9 @@ impl Aggregator {
         if let Some(ttft) = record.ttft {
             self.ttft_us.push(to_micros(ttft));
         }
-        self.itl_us.extend(record.itl.iter().map(|d| to_micros(*d)));
+        for gap in &record.itl {
+            self.itl_us.push(to_micros(*gap));
+        }
         // Counts come from the server: a nonsense one saturates instead of overflowing.
         self.extra.output_tokens = self.extra.output_tokens.saturating_add(record.completion_tokens);
         self.extra.output_tokens_estimated |= record.tokens_estimated;
@@ -88,14 +160,14 @@ impl Aggregator {
             planned,
             in_flight,
             outcomes: self.outcomes.clone(),
-            ttft_p50_ms: median_ms(&self.ttft_us),
+            ttft_p50_ms: self.ttft_us.median_ms(),
             requests_per_s: per_second(self.requests, secs),
             output_tokens_per_s: per_second(self.extra.output_tokens, secs),
             finished: false,
         }
     }
 
-    pub fn report(mut self, target: String, model: String, duration: Duration) -> ProbeReport {
+    pub fn report(self, target: String, model: String, duration: Duration) -> ProbeReport {
         let secs = duration.as_secs_f64();
         let mut outcomes: BTreeMap<Outcome, u64> = Outcome::ALL.iter().map(|o| (*o, 0)).collect();
         outcomes.extend(self.outcomes);
@@ -106,9 +178,14 @@ impl Aggregator {
             requests: self.requests,
             duration_s: secs,
             outcomes,
-            latency_ms: Percentiles::of_micros(&mut self.latency_us),
-            ttft_ms: Percentiles::of_micros(&mut self.ttft_us),
-            itl_ms: Percentiles::of_micros(&mut self.itl_us),
+            percentiles: if [&self.latency_us, &self.ttft_us, &self.itl_us].iter().all(|s| s.is_exact()) {
+                PercentileMethod::Exact
+            } else {
+                PercentileMethod::Hdr
+            },
+            latency_ms: self.latency_us.percentiles(),
+            ttft_ms: self.ttft_us.percentiles(),
+            itl_ms: self.itl_us.percentiles(),
             requests_per_s: per_second(self.requests, secs),
             output_tokens_per_s: per_second(extra.output_tokens, secs),
             expected_answer_rate: (extra.answers_checked > 0)
@@ -266,6 +343,7 @@ mod tests {
                 "model",
                 "outcomes",
                 "output_tokens_per_s",
+                "percentiles",
                 "requests",
                 "requests_per_s",
                 "target",
@@ -277,5 +355,25 @@ mod tests {
         assert_eq!(pct, ["max", "p50", "p90", "p95", "p99"]);
         assert_eq!(json["outcomes"]["timeout_first_token"], 0);
         assert_eq!(json["requests_per_s"], 0.0);
+    }
+
+    #[test]
+    fn past_the_exact_bound_percentiles_come_from_a_histogram_within_a_tenth_of_a_percent() {
+        let mut samples = Samples::default();
+        // 1..=EXACT_SAMPLES+50_000 ms-scale values, shuffled by a stride.
+        let n = EXACT_SAMPLES as u32 + 50_000;
+        let mut exact: Vec<u32> = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let us = 1_000 + (i.wrapping_mul(7919) % n) * 3;
+            samples.push(us);
+            exact.push(us);
+        }
+        assert!(!samples.is_exact(), "past the bound");
+        let hdr = samples.percentiles();
+        let want = Percentiles::of_micros(&mut exact);
+        for (got, want) in [(hdr.p50, want.p50), (hdr.p90, want.p90), (hdr.p99, want.p99), (hdr.max, want.max)] {
+            let (got, want) = (got.expect("a value"), want.expect("a value"));
+            assert!((got - want).abs() <= want * 0.001 + 0.001, "{got} vs {want}");
+        }
     }
 }

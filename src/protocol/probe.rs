@@ -126,6 +126,15 @@ pub fn nearest_rank(sorted: &[u32], p: f64) -> Option<u32> {
     Some(sorted[rank.clamp(1, n) - 1])
 }
 
+/// How a report's percentiles were computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PercentileMethod {
+    #[default]
+    Exact,
+    Hdr,
+}
+
 /// The result of a probe run. Serialises to exactly the documented `--json` shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReport {
@@ -153,6 +162,10 @@ pub struct ProbeReport {
     pub expected_answer_rate: Option<f64>,
     /// The first few distinct messages per failing class (classes without any are left out).
     pub errors: BTreeMap<Outcome, Vec<String>>,
+    /// How the percentiles were computed: `exact` (every sample kept), or `hdr` (past a
+    /// bound on kept samples: an HDR histogram, 3 significant digits, within 0.1%).
+    #[serde(default)]
+    pub percentiles: PercentileMethod,
     /// Figures beyond the documented JSON shape, for tables and callers.
     #[serde(skip)]
     pub extra: ReportExtra,

@@ -15,7 +15,7 @@
 //! by its signal — so the supervisor sees the model's own exit status.
 
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -220,10 +220,7 @@ fn signal_tree(keeper: Pid, signal: Signal) {
         if !descends_from(pid, keeper) {
             continue;
         }
-        // SAFETY: a plain syscall on a pidfd we own.
-        unsafe {
-            nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, 0usize, 0u32);
-        }
+        let _ = crate::util::procfs::pidfd_signal(&fd, signal);
     }
 }
 
@@ -268,13 +265,7 @@ fn process_table() -> Vec<(i32, i32, char)> {
 }
 
 fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
-    // SAFETY: a plain syscall; the returned descriptor is owned below.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0u32) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just gave us this descriptor.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    crate::util::procfs::pidfd_open(u32::try_from(pid.as_raw()).map_err(|_| io::Error::other("negative pid"))?)
 }
 
 /// What `execvp` would find for `program` (relative to `cwd`, on `path`), as the error the

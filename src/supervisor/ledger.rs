@@ -7,8 +7,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
 use crate::util::procfs::{self, MODEL_ID_ENV, RUN_ID_ENV};
@@ -112,9 +111,13 @@ fn kill_all(marked: Vec<(u32, String)>) -> Vec<Leftover> {
         // Read the command line first: after SIGKILL it is gone. It goes into alerts, logs
         // and events: redacted here, once.
         let command = crate::util::redact_args(&procfs::cmdline_args(pid)).join(" ");
-        if let Ok(raw) = i32::try_from(pid)
-            && kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok()
-        {
+        // By pidfd, opened before the marker is checked again: the process the scan found,
+        // or none — never one that got its pid after it exited.
+        let Ok(fd) = procfs::pidfd_open(pid) else { continue };
+        let marker = format!("{RUN_ID_ENV}={run_id}");
+        let still_marked =
+            procfs::environ(pid).is_some_and(|environ| environ.split(|b| *b == 0).any(|var| var == marker.as_bytes()));
+        if still_marked && procfs::pidfd_signal(&fd, Signal::SIGKILL).is_ok() {
             ended.push(Leftover { pid, run_id, command });
         }
     }

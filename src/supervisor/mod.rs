@@ -32,6 +32,8 @@ pub struct Supervisor {
     _instance: instance::InstanceLock,
     /// The longest stop timeout: shutdown waits that long (plus a margin) at most.
     max_stop_timeout: Duration,
+    /// Tells every model task to SIGKILL its group now (shared with them).
+    kill_now: tokio_util::sync::CancellationToken,
 }
 
 /// Routes commands to the model tasks.
@@ -76,6 +78,7 @@ impl Supervisor {
         };
         report_leftovers(&events, leftovers).await;
 
+        let kill_now = tokio_util::sync::CancellationToken::new();
         let spawner = process::Spawner::start().wrap_err("starting the process spawner thread")?;
         let shared = Shared {
             events,
@@ -83,6 +86,7 @@ impl Supervisor {
             spawner,
             run_id: ledger.run_id().to_owned(),
             keeper_exe: dirs.keeper_exe.clone(),
+            kill_now: kill_now.clone(),
         };
         let max_bytes = config.logs.max_file_mb.saturating_mul(1024 * 1024);
         let keep = config.logs.keep_files as usize;
@@ -102,6 +106,7 @@ impl Supervisor {
             ledger: Some(ledger),
             _instance: instance,
             max_stop_timeout,
+            kill_now,
         })
     }
 
@@ -110,8 +115,8 @@ impl Supervisor {
     }
 
     /// Stops every model in parallel; returns once all are gone (SIGKILL has been sent to
-    /// any that outlived its stop timeout).
-    pub async fn shutdown(&mut self) {
+    /// any that outlived its stop timeout, or to all of them once `kill_now` fires).
+    pub async fn shutdown(&mut self, kill_now: tokio_util::sync::CancellationToken) {
         let limit = self.max_stop_timeout + Duration::from_secs(5);
         let models = self.handle.models.clone();
         let stop_all = async move {
@@ -124,7 +129,19 @@ impl Supervisor {
             }
             futures::future::join_all(waits).await;
         };
-        if tokio::time::timeout(limit, stop_all).await.is_err() {
+        let stop_all = tokio::time::timeout(limit, stop_all);
+        tokio::pin!(stop_all);
+        let mut killed = false;
+        let stopped = loop {
+            tokio::select! {
+                stopped = &mut stop_all => break stopped,
+                () = kill_now.cancelled(), if !killed => {
+                    killed = true;
+                    self.kill_now.cancel();
+                }
+            }
+        };
+        if stopped.is_err() {
             tracing::error!("models did not stop within {limit:?}; their process groups are killed on drop");
             self.tasks.abort_all();
         }

@@ -47,6 +47,8 @@ pub struct Shared {
     pub run_id: String,
     /// Models run under `llmdeck keeper` when set (see [`super::keeper`]).
     pub keeper_exe: Option<std::path::PathBuf>,
+    /// Fired during shutdown when the operator stops waiting: SIGKILL now.
+    pub kill_now: tokio_util::sync::CancellationToken,
 }
 
 pub struct ModelTask {
@@ -92,6 +94,8 @@ struct Run {
     after_exit: AfterExit,
     /// When SIGKILL follows the SIGTERM.
     kill_deadline: Option<Instant>,
+    /// SIGKILL was sent on the operator's word ([`Shared::kill_now`]).
+    killed_now: bool,
     startup_deadline: Instant,
     exited: bool,
 }
@@ -112,6 +116,7 @@ enum Wake {
     Probe(CheckOutcome),
     StartupTimeout,
     KillDeadline,
+    KillNow,
     BackoffOver,
 }
 
@@ -143,6 +148,12 @@ impl ModelTask {
                 Wake::Probe(outcome) => self.on_probe(outcome).await,
                 Wake::StartupTimeout => self.on_startup_timeout().await,
                 Wake::KillDeadline => self.on_kill_deadline(),
+                Wake::KillNow => {
+                    if let Phase::Running(run) = &mut self.phase {
+                        run.killed_now = true;
+                        let _ = signal_group(run.pgid, Signal::SIGKILL);
+                    }
+                }
                 Wake::BackoffOver => {
                     if let Phase::Backoff { attempt, .. } = self.phase {
                         self.spawn(attempt).await;
@@ -174,6 +185,7 @@ impl ModelTask {
                     Some(outcome) = run.probes.recv() => Wake::Probe(outcome),
                     () = sleep_opt(startup) => Wake::StartupTimeout,
                     () = sleep_opt(kill) => Wake::KillDeadline,
+                    () = self.shared.kill_now.cancelled(), if !run.killed_now => Wake::KillNow,
                 }
             }
         }
@@ -307,6 +319,7 @@ impl ModelTask {
             killing: None,
             after_exit: AfterExit::Policy,
             kill_deadline: None,
+            killed_now: false,
             startup_deadline: now + self.cfg.health.startup_timeout_s,
             exited: false,
         }

@@ -89,7 +89,11 @@ impl Spawner {
         let (tx, rx) = std_mpsc::channel::<Request>();
         std::thread::Builder::new().name("llmdeck-spawner".into()).spawn(move || {
             for req in rx {
-                let _ = req.reply.send(spawn_group(req.spec));
+                // Nobody waits for the answer any more (the model's task is gone): what was
+                // started must not run on unseen.
+                if let Err(Ok(orphan)) = req.reply.send(spawn_group(req.spec)) {
+                    let _ = signal_group(orphan.pgid, Signal::SIGKILL);
+                }
             }
         })?;
         Ok(Spawner { tx })
@@ -270,5 +274,42 @@ mod tests {
     async fn deaths_by_signal_keep_their_signal() {
         let exit = spawn_sh("kill -9 $$").exit.await.expect("exit reported");
         assert_eq!(exit.status.expect("status").signal(), Some(9));
+    }
+
+    #[tokio::test]
+    async fn a_spawn_nobody_waits_for_is_killed() {
+        let spawner = Spawner::start().expect("spawner");
+        let marker = format!("process-test-{}-{}", std::process::id(), fastrand::u64(..));
+        let spec = |run_id: &str| SpawnSpec {
+            program: "sleep".into(),
+            args: vec!["300".into()],
+            env: BTreeMap::new(),
+            cwd: None,
+            run_id: run_id.to_owned(),
+            model_id: "process-test".into(),
+            keeper: None,
+        };
+        let (reply, answer) = oneshot::channel();
+        drop(answer); // the model's task is gone
+        spawner.tx.send(Request { spec: spec(&marker), reply }).expect("spawner listens");
+        // Requests are served in order: once this one is answered, the first was handled.
+        let second = spawner.spawn(spec(&format!("{marker}-second"))).await.expect("second spawn");
+        let _ = signal_group(second.pgid, Signal::SIGKILL);
+        let marked = format!("{RUN_ID_ENV}={marker}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let running: Vec<u32> = crate::util::procfs::pids()
+                .into_iter()
+                .filter(|pid| {
+                    crate::util::procfs::environ(*pid)
+                        .is_some_and(|env| env.split(|b| *b == 0).any(|var| var == marked.as_bytes()))
+                })
+                .collect();
+            if running.is_empty() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{running:?} run on, unseen");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -113,6 +113,29 @@ pub fn environment_value(environ: &[u8], key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// A pidfd for `pid`: signals sent through it reach that process or none, never one that got
+/// its pid after it was reaped.
+pub fn pidfd_open(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let pid = i32::try_from(pid).map_err(|_| std::io::Error::other(format!("pid {pid} out of range")))?;
+    // SAFETY: a plain syscall; the descriptor it returns is owned below.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `signal` through a pidfd ([`pidfd_open`]).
+pub fn pidfd_signal(fd: &std::os::fd::OwnedFd, signal: nix::sys::signal::Signal) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on a descriptor we own.
+    let rc =
+        unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, fd.as_raw_fd(), signal as i32, 0usize, 0u32) };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// The command line's arguments (empty for kernel threads or if gone).
 pub fn cmdline_args(pid: u32) -> Vec<String> {
     let Ok(bytes) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return Vec::new() };

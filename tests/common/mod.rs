@@ -192,6 +192,11 @@ impl Daemon {
         }
     }
 
+    /// What the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_file).unwrap_or_default()
+    }
+
     pub fn model_events(&self, model: &str) -> Vec<&Value> {
         self.seen.iter().filter(|v| v["type"] == "model" && v["model"] == model).collect()
     }
