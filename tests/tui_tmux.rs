@@ -227,6 +227,8 @@ fn kill_9_of_the_demo_leaves_nothing_running_and_the_next_demo_sweeps_its_dir() 
     t.launch(&format!("'{BIN}' demo"));
     t.wait_text("1 Models", Duration::from_secs(20));
     assert!(!stale[0].exists(), "the dead demo's directory is still there");
+    // Models running: quitting asks first.
+    t.wait_text("● ready", Duration::from_secs(30));
     t.keys(&["q"]);
     t.wait_text("Quit?", Duration::from_secs(5));
     t.keys(&["y"]);

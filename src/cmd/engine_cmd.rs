@@ -159,6 +159,7 @@ async fn run_tui(
         color: tui::colors_enabled(global.no_color, ui.theme == config::Theme::Monochrome),
         refresh: std::time::Duration::from_millis(ui.refresh_ms.max(100)),
         ring_lines: opts.config.logs.ring_lines,
+        log_memory_bytes: usize::try_from(opts.config.logs.memory_mb << 20).unwrap_or(usize::MAX),
         log_dir: opts.log_dir.clone(),
         app_log: crate::logs::file::log_path(&opts.state_dir, APP_LOG_NAME),
         fetch_log: None,

@@ -87,6 +87,7 @@ pub async fn run_attached(link: WsLink, token: Token, config: &Config, global: &
         color: tui::colors_enabled(global.no_color, ui.theme == config::Theme::Monochrome),
         refresh: std::time::Duration::from_millis(ui.refresh_ms.max(100)),
         ring_lines: config.logs.ring_lines,
+        log_memory_bytes: usize::try_from(config.logs.memory_mb << 20).unwrap_or(usize::MAX),
         log_dir: PathBuf::new(),
         app_log: PathBuf::new(),
         fetch_log: Some(Arc::new(fetch)),

@@ -102,11 +102,14 @@ pub struct LogsConfig {
     pub max_file_mb: u64,
     pub keep_files: u32,
     pub ring_lines: usize,
+    /// What the Logs pane may hold in memory across every source, in MiB: past it the oldest
+    /// lines go first, whatever `ring_lines` allows.
+    pub memory_mb: u64,
 }
 
 impl Default for LogsConfig {
     fn default() -> Self {
-        Self { dir: None, max_file_mb: 50, keep_files: 5, ring_lines: 20_000 }
+        Self { dir: None, max_file_mb: 50, keep_files: 5, ring_lines: 20_000, memory_mb: 128 }
     }
 }
 

@@ -72,8 +72,8 @@ fn write_summary(out: &mut String, c: &Config, path: &Path) -> std::fmt::Result 
     let l = &c.logs;
     writeln!(
         out,
-        "logs:     {log_dir} ({} MiB x {} files; {} lines in memory per source)",
-        l.max_file_mb, l.keep_files, l.ring_lines
+        "logs:     {log_dir} ({} MiB x {} files; {} lines per source, at most {} MiB, in memory)",
+        l.max_file_mb, l.keep_files, l.ring_lines, l.memory_mb
     )?;
     let consumer = match Paths::resolve(c, Some(path)) {
         Ok(paths) => match super::paths::consumer_id(c, &paths.data_dir) {

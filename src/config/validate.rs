@@ -8,7 +8,7 @@
 //!   history stays bounded.
 //! - `gpu.simulated_count` 1..=64.
 //! - `logs.max_file_mb` 1..=10240; `logs.keep_files` 0..=1000 (0 keeps only the current file);
-//!   `logs.ring_lines` 1..=1000000 per source; `runs.keep_reports` 1..=100000 per test.
+//!   `logs.ring_lines` 1..=1000000 per source; `logs.memory_mb` 8..=65536; `runs.keep_reports` 1..=100000 per test.
 //! - `restart.max_restarts` may be 0 (never restart automatically); `delay_s` ≤ `max_delay_s`.
 //! - `health.failure_threshold` ≥ 1; durations (`*_s`) are positive (checked while parsing).
 //! - `max_price` in (0, 100] USD per hour; `reservation_hours` 1..=12 (the shopper's limit).
@@ -143,6 +143,7 @@ impl Validator<'_> {
         self.range("logs.max_file_mb", l.max_file_mb, 1..=10_240, " MiB");
         self.range("logs.keep_files", l.keep_files, 0..=1000, "");
         self.range("logs.ring_lines", l.ring_lines, 1..=1_000_000, "");
+        self.range("logs.memory_mb", l.memory_mb, 8..=65_536, " MiB");
         self.range("runs.keep_reports", c.runs.keep_reports, 1..=100_000, "");
     }
 

@@ -19,12 +19,16 @@ impl<T> Ring<T> {
         Self { cap, items: VecDeque::with_capacity(cap.min(4096)), evicted: 0 }
     }
 
-    pub fn push(&mut self, item: T) {
-        if self.items.len() == self.cap {
-            self.items.pop_front();
+    /// Adds `item`; the oldest one, when the ring was full and it had to go.
+    pub fn push(&mut self, item: T) -> Option<T> {
+        let out = if self.items.len() == self.cap {
             self.evicted += 1;
-        }
+            self.items.pop_front()
+        } else {
+            None
+        };
         self.items.push_back(item);
+        out
     }
 
     /// Removes the oldest item; it counts as evicted (absolute indices do not change).

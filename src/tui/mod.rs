@@ -50,6 +50,8 @@ pub struct TuiOptions {
     /// Clock and countdown refresh.
     pub refresh: Duration,
     pub ring_lines: usize,
+    /// What the Logs pane may hold in memory (`logs.memory_mb`), in bytes.
+    pub log_memory_bytes: usize,
     /// Where model log files are, for `o` (open in $PAGER).
     pub log_dir: PathBuf,
     /// llmdeck's own log file.
@@ -115,6 +117,7 @@ async fn event_loop(
     let theme = Theme::new(opts.color);
     let sub = link.subscribe();
     let mut app = App::new(sub.snapshot.clone(), Origin { mode: link.describe() }, opts.ring_lines);
+    app.logs.set_memory_budget(opts.log_memory_bytes);
     app.quitting_stops_engine = link.quitting_stops_engine();
     let mut feed = Feed::of(sub, &mut app, false);
     let mut status = link.status();
@@ -393,6 +396,7 @@ mod tests {
             color: false,
             refresh: Duration::from_secs(1),
             ring_lines: 10,
+            log_memory_bytes: 1 << 20,
             log_dir: "/logs".into(),
             app_log: "/state/llmdeck.log".into(),
             fetch_log: None,

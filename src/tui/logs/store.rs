@@ -72,6 +72,9 @@ impl LevelFilter {
     }
 }
 
+/// What one held line costs beside its text (the entry, the lane slots, the indices).
+const ENTRY_OVERHEAD_BYTES: usize = 160;
+
 /// One held line. Shared between the "all" lane and its source's lane.
 #[derive(Debug)]
 pub(super) struct Entry {
@@ -98,14 +101,27 @@ impl Lane {
         }
     }
 
-    pub(super) fn push(&mut self, entry: Arc<Entry>) {
+    /// Adds a line; the one that had to make room, if any.
+    pub(super) fn push(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
         let index = self.lines.end();
         for (kept, filter) in self.kept.iter_mut().zip(LevelFilter::INDEXED) {
             if filter.passes(&entry.line) {
                 kept.push(index);
             }
         }
-        self.lines.push(entry);
+        let evicted = self.lines.push(entry);
+        self.forget_evicted_indices();
+        evicted
+    }
+
+    /// Removes the oldest line (for the byte budget).
+    pub(super) fn pop_oldest(&mut self) -> Option<Arc<Entry>> {
+        let evicted = self.lines.pop_front();
+        self.forget_evicted_indices();
+        evicted
+    }
+
+    fn forget_evicted_indices(&mut self) {
         let oldest = self.lines.start();
         for kept in &mut self.kept {
             while kept.front().is_some_and(|&i| i < oldest) {
@@ -179,6 +195,10 @@ pub(super) struct Store {
     pub(super) lagged: u64,
     pub(super) next_seq: u64,
     pub(super) source_width: usize,
+    /// What the held lines cost (text and overhead), across every lane, each line once.
+    pub(super) bytes_held: usize,
+    /// The most they may cost: past it the oldest lines go, whatever the line counts.
+    pub(super) budget_bytes: usize,
 }
 
 impl Store {
@@ -192,8 +212,50 @@ impl Store {
             lagged: 0,
             next_seq: 0,
             source_width: 0,
+            bytes_held: 0,
+            budget_bytes: DEFAULT_MEMORY_BYTES,
         }
     }
+
+    /// A line left a lane: when no lane holds it any more, its bytes are free.
+    fn release(&mut self, evicted: Option<Arc<Entry>>) {
+        if let Some(entry) = evicted
+            && Arc::strong_count(&entry) == 1
+        {
+            self.bytes_held = self.bytes_held.saturating_sub(entry_cost(&entry));
+        }
+    }
+
+    /// Drops the oldest lines (by arrival, across lanes) until the held ones fit the budget.
+    fn fit_budget(&mut self) {
+        while self.bytes_held > self.budget_bytes {
+            let oldest = std::iter::once(&self.all)
+                .chain(self.by_source.values().map(|s| &s.lane))
+                .filter_map(|lane| lane.lines.front().map(|e| e.seq))
+                .min();
+            let Some(oldest) = oldest else { return };
+            let evicted =
+                self.all.lines.front().is_some_and(|e| e.seq == oldest).then(|| self.all.pop_oldest()).flatten();
+            self.release(evicted);
+            let fronts: Vec<LogSource> = self
+                .by_source
+                .iter()
+                .filter(|(_, s)| s.lane.lines.front().is_some_and(|e| e.seq == oldest))
+                .map(|(source, _)| source.clone())
+                .collect();
+            for source in fronts {
+                let evicted = self.by_source.get_mut(&source).and_then(|s| s.lane.pop_oldest());
+                self.release(evicted);
+            }
+        }
+    }
+}
+
+/// What the Logs pane may hold in memory, unless configured (`logs.memory_mb`).
+pub const DEFAULT_MEMORY_BYTES: usize = 128 << 20;
+
+fn entry_cost(entry: &Entry) -> usize {
+    entry.line.text.len() + ENTRY_OVERHEAD_BYTES
 }
 
 impl LogView {
@@ -246,22 +308,42 @@ impl LogView {
 
     pub(super) fn ingest(&mut self, source: &LogSource, dropped_before: u64, lines: impl IntoIterator<Item = LogLine>) {
         self.ensure_source(source);
-        let Some(SourceLane { source, lane }) = self.store.by_source.get_mut(source) else {
+        let store = &mut self.store;
+        let Some(shared_source) = store.by_source.get(source).map(|s| Arc::clone(&s.source)) else {
             return;
         };
-        lane.counters.dropped += dropped_before;
-        self.store.totals.dropped += dropped_before;
+        store.totals.dropped += dropped_before;
+        if let Some(lane) = store.by_source.get_mut(source) {
+            lane.lane.counters.dropped += dropped_before;
+        }
         for line in lines {
             let errors = u64::from(line.is_error());
-            for counters in [&mut lane.counters, &mut self.store.totals] {
-                counters.lines += 1;
-                counters.errors += errors;
-            }
-            let entry = Arc::new(Entry { seq: self.store.next_seq, source: Arc::clone(source), line });
-            self.store.next_seq += 1;
-            lane.push(Arc::clone(&entry));
-            self.store.all.push(entry);
+            let entry = Arc::new(Entry { seq: store.next_seq, source: Arc::clone(&shared_source), line });
+            store.next_seq += 1;
+            store.bytes_held += entry_cost(&entry);
+            let from_source = store.by_source.get_mut(source).and_then(|SourceLane { lane, .. }| {
+                lane.counters.lines += 1;
+                lane.counters.errors += errors;
+                lane.push(Arc::clone(&entry))
+            });
+            store.totals.lines += 1;
+            store.totals.errors += errors;
+            let from_all = store.all.push(entry);
+            store.release(from_source);
+            store.release(from_all);
+            store.fit_budget();
         }
+    }
+
+    /// Caps what the held lines may cost in memory (`logs.memory_mb`), across every source.
+    pub fn set_memory_budget(&mut self, bytes: usize) {
+        self.store.budget_bytes = bytes.max(1);
+        self.store.fit_budget();
+    }
+
+    /// What the held lines cost now (bytes, each line once).
+    pub fn bytes_held(&self) -> usize {
+        self.store.bytes_held
     }
 
     // ----- reading ---------------------------------------------------------------------------

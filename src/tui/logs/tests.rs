@@ -511,3 +511,23 @@ proptest::proptest! {
         proptest::prop_assert!(shown.len() <= max.max(4) * 4 + CUT_MARK.len(), "{shown:?}");
     }
 }
+
+/// A byte budget across sources: however long the lines, what is held stays within it, the
+/// newest lines are the ones kept, and a lane's counters still count every line.
+#[test]
+fn the_memory_budget_keeps_the_newest_lines_within_bytes() {
+    let mut view = LogView::new(10_000);
+    view.set_memory_budget(64 << 10);
+    let long = "x".repeat(4000);
+    for n in 0..300u32 {
+        let source = LogSource::Model(format!("m{}", n % 3));
+        let batch =
+            LogBatch { source, dropped_before: 0, lines: vec![line(n, Some(Level::Info), &format!("{n} {long}"))] };
+        view.push_batch(&batch);
+        assert!(view.bytes_held() <= 64 << 10, "{} bytes held after line {n}", view.bytes_held());
+    }
+    assert!(view.held() < 20, "held {} lines of 4 KB in 64 KiB", view.held());
+    let newest = view.lane().lines.back().map(|e| e.line.text.split(' ').next().unwrap_or_default().to_owned());
+    assert_eq!(newest.as_deref(), Some("299"));
+    assert_eq!(view.totals().lines, 300);
+}
