@@ -282,6 +282,7 @@ impl LogView {
     pub fn seed(&mut self, tail: &BTreeMap<LogSource, Vec<LogLine>>) {
         self.store.all = Lane::new(self.store.cap);
         self.store.by_source.clear();
+        self.store.bytes_held = 0;
         self.store.totals = LogCounters::default();
         self.store.lagged = 0;
         self.nav.position = Position::Follow;

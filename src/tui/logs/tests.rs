@@ -530,4 +530,11 @@ fn the_memory_budget_keeps_the_newest_lines_within_bytes() {
     let newest = view.lane().lines.back().map(|e| e.line.text.split(' ').next().unwrap_or_default().to_owned());
     assert_eq!(newest.as_deref(), Some("299"));
     assert_eq!(view.totals().lines, 300);
+
+    // A resync starts from a snapshot's tail: what was held before no longer counts.
+    let tail: BTreeMap<LogSource, Vec<LogLine>> =
+        [(LogSource::Model("m0".into()), vec![line(1, Some(Level::Info), "short")])].into_iter().collect();
+    view.seed(&tail);
+    assert_eq!(view.held(), 1);
+    assert!(view.bytes_held() < 1024, "{} bytes held after a resync to one short line", view.bytes_held());
 }
