@@ -9,6 +9,7 @@
 //! total), so no request's timeout is stretched by another's.
 
 pub mod answer;
+mod direct;
 pub mod outcome;
 pub mod prompts;
 pub mod request;

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::answer::{self, Usage};
+use super::direct::{self, DirectClient};
 use super::outcome::{Failure, Outcome, error_chain};
 use super::prompts::Expected;
 use super::{Endpoint, Timeouts};
@@ -119,6 +120,8 @@ pub struct RequestRecord {
 #[derive(Debug, Clone)]
 pub struct Requester {
     client: reqwest::Client,
+    /// Plain HTTP without a proxy: hyper's connections directly (the hot loop's fast path).
+    direct: Option<Arc<DirectClient>>,
     url: reqwest::Url,
     auth: Option<HeaderValue>,
     endpoint: Endpoint,
@@ -137,7 +140,14 @@ impl Requester {
         stream: bool,
         timeouts: Timeouts,
     ) -> Self {
-        Self { client, url, auth, endpoint, stream, timeouts, live_chunks: Arc::default() }
+        Self { client, direct: None, url, auth, endpoint, stream, timeouts, live_chunks: Arc::default() }
+    }
+
+    /// Sends over hyper's connections directly when the URL allows it (plain HTTP, no proxy),
+    /// keeping at most `max_idle` of them open between requests.
+    pub fn with_direct_connections(mut self, max_idle: usize) -> Self {
+        self.direct = DirectClient::for_url(&self.url, self.timeouts.connect, max_idle);
+        self
     }
 
     /// Counts every streamed content chunk into `counter` as it arrives.
@@ -176,7 +186,10 @@ impl Requester {
         record
     }
 
-    async fn exchange(&self, body: Bytes, clock: &Clock<'_>, tally: &mut Tally) -> Result<(), Failure> {
+    async fn send(&self, body: Bytes, clock: &Clock<'_>) -> Result<Answer, Failure> {
+        if let Some(direct) = &self.direct {
+            return clock.within(Phase::FirstToken, direct.post(body, self.auth.as_ref())).await?.map(Answer::Direct);
+        }
         let mut request = self
             .client
             .post(self.url.clone())
@@ -186,6 +199,11 @@ impl Requester {
             request = request.header(AUTHORIZATION, auth.clone());
         }
         let response = clock.within(Phase::FirstToken, request.send()).await?.map_err(Failure::from_send_error)?;
+        Ok(Answer::Pooled(response))
+    }
+
+    async fn exchange(&self, body: Bytes, clock: &Clock<'_>, tally: &mut Tally) -> Result<(), Failure> {
+        let response = self.send(body, clock).await?;
         let status = response.status();
         tally.status = Some(status.as_u16());
         if !status.is_success() {
@@ -196,7 +214,7 @@ impl Requester {
             if !is_event_stream(content_type) {
                 return Err(Failure::malformed(format!("expected an event stream, got content type `{content_type}`")));
             }
-            let events = bounded_events(response.bytes_stream()).eventsource();
+            let events = std::pin::pin!(bounded_events(response.into_stream()).eventsource());
             read_events(events, self.endpoint, clock, tally, &self.live_chunks).await
         } else {
             if !is_json(content_type) {
@@ -213,7 +231,79 @@ impl Requester {
     }
 }
 
-fn content_type(response: &reqwest::Response) -> &str {
+/// A response from either sender, read the same way.
+enum Answer {
+    Pooled(reqwest::Response),
+    Direct(direct::Response),
+}
+
+/// A body that broke off, from either sender.
+#[derive(Debug)]
+pub(super) enum ReadError {
+    Pooled(reqwest::Error),
+    Direct(hyper::Error),
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Pooled(e) => e.fmt(f),
+            ReadError::Direct(e) => e.fmt(f),
+        }
+    }
+}
+
+impl StdError for ReadError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            ReadError::Pooled(e) => e.source(),
+            ReadError::Direct(e) => e.source(),
+        }
+    }
+}
+
+impl Answer {
+    fn status(&self) -> reqwest::StatusCode {
+        match self {
+            Answer::Pooled(r) => r.status(),
+            Answer::Direct(r) => r.status,
+        }
+    }
+
+    fn headers(&self) -> &reqwest::header::HeaderMap {
+        match self {
+            Answer::Pooled(r) => r.headers(),
+            Answer::Direct(r) => &r.headers,
+        }
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        match self {
+            Answer::Pooled(r) => r.content_length(),
+            Answer::Direct(r) => r.content_length(),
+        }
+    }
+
+    async fn chunk(&mut self) -> Result<Option<Bytes>, ReadError> {
+        match self {
+            Answer::Pooled(r) => r.chunk().await.map_err(ReadError::Pooled),
+            Answer::Direct(r) => r.chunk().await.map_err(ReadError::Direct),
+        }
+    }
+
+    fn into_stream(self) -> impl Stream<Item = Result<Bytes, ReadError>> {
+        futures::stream::unfold(Some(self), |answer| async move {
+            let mut answer = answer?;
+            match answer.chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), Some(answer))),
+                Ok(None) => None,
+                Err(e) => Some((Err(e), None)),
+            }
+        })
+    }
+}
+
+fn content_type(response: &Answer) -> &str {
     response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").trim()
 }
 
@@ -233,7 +323,7 @@ fn is_event_stream(content_type: &str) -> bool {
 }
 
 /// A non-2xx response: classified by status; the body only supplies the message.
-async fn error_status(response: reqwest::Response, clock: &Clock<'_>) -> Failure {
+async fn error_status(response: Answer, clock: &Clock<'_>) -> Failure {
     let status = response.status();
     let outcome = Outcome::of_status(status.as_u16());
     let location = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -362,7 +452,7 @@ async fn drain<S: Stream + Unpin>(events: &mut S, clock: &Clock<'_>) {
 }
 
 /// Reads a whole body chunk by chunk, each gap bounded by the idle timeout.
-async fn read_body(mut response: reqwest::Response, limit: usize, clock: &Clock<'_>) -> Result<Bytes, Failure> {
+async fn read_body(mut response: Answer, limit: usize, clock: &Clock<'_>) -> Result<Bytes, Failure> {
     let too_large = || Failure::malformed(format!("the body is larger than {limit} bytes"));
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large());
@@ -503,6 +593,7 @@ pub async fn list_models(
     }
     let fetch = async {
         let response = clock.within(Phase::FirstToken, request.send()).await?.map_err(Failure::from_send_error)?;
+        let response = Answer::Pooled(response);
         if !response.status().is_success() {
             return Err(error_status(response, &clock).await);
         }

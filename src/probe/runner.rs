@@ -80,7 +80,8 @@ pub async fn run(
                 opts.stream,
                 opts.timeouts,
             )
-            .with_live_chunks(streamed_chunks.clone());
+            .with_live_chunks(streamed_chunks.clone())
+            .with_direct_connections(concurrency);
             Ok((runtime, requester, concurrency))
         })
         .collect::<Result<Vec<_>, ProbeError>>()?;
