@@ -370,6 +370,38 @@ async fn streaming_ttft_is_below_total_latency() -> Result<()> {
     Ok(())
 }
 
+/// `--stamp-chunks`: the report splits what the client adds from what the server did. The
+/// server's 60 ms latency is in the measured TTFT but not in its error; without stamps there is
+/// no such figure at all.
+#[tokio::test]
+async fn stamped_chunks_measure_the_delay_the_client_adds() -> Result<()> {
+    let mock = Mock::start(&["--latency-ms", "60", "--tokens-per-s", "200", "--stamp-chunks"]).await?;
+    let mut opts = options(&mock.base, 8, true);
+    story(&mut opts);
+    opts.max_tokens = 20;
+    let report = run(opts.clone()).await?;
+    assert_all(&report, Outcome::Success, 8);
+    let Some(delay) = &report.client_delay else { bail!("no client_delay: {report:#?}") };
+    let (Some(ttft_p50), Some(error_max), Some(delivery_p50), Some(itl_error_p50)) =
+        (report.ttft_ms.p50, delay.ttft_error_ms.max, delay.delivery_ms.p50, delay.itl_error_ms.p50)
+    else {
+        bail!("missing percentiles: {report:#?}");
+    };
+    assert!(ttft_p50 >= 60.0, "{report:#?}");
+    assert!(error_max < ttft_p50 - 50.0, "the server's latency counted as the client's: {delay:?}");
+    assert!(delivery_p50 >= 0.0 && itl_error_p50 >= 0.0, "{delay:?}");
+    let json = serde_json::to_value(&report)?;
+    assert!(json["client_delay"]["itl_error_ms"]["p99"].is_number(), "{json}");
+
+    let plain = Mock::start(&["--tokens-per-s", "200"]).await?;
+    let mut opts = options(&plain.base, 4, true);
+    story(&mut opts);
+    let report = run(opts).await?;
+    assert!(report.client_delay.is_none(), "{report:#?}");
+    assert!(serde_json::to_value(&report)?.get("client_delay").is_none());
+    Ok(())
+}
+
 #[tokio::test]
 async fn cancellation_closes_the_servers_streams_and_keeps_partial_results() -> Result<()> {
     // Slow streams: 200 tokens at 10/s would take 20 s.

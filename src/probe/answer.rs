@@ -25,6 +25,15 @@ pub struct ChunkContent {
     pub usage: Option<Usage>,
     /// The chunk said why generation stopped.
     pub finished: bool,
+    /// The server's stamps, when it sends them (`mock-llm --stamp-chunks`).
+    pub stamp: Option<Stamp>,
+}
+
+/// When the server got the request and when it sent this chunk (µs since the Unix epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub received_unix_us: u64,
+    pub sent_unix_us: u64,
 }
 
 /// A whole non-streaming answer.
@@ -73,6 +82,10 @@ struct StreamChunk {
     usage: Option<Usage>,
     #[serde(default)]
     error: Option<serde_json::Value>,
+    #[serde(default)]
+    received_unix_us: Option<u64>,
+    #[serde(default)]
+    sent_unix_us: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -126,7 +139,11 @@ pub fn parse_chunk(data: &str, endpoint: Endpoint) -> Result<ChunkContent, Failu
         }
         return Err(Failure::malformed("a stream chunk has no `choices`"));
     };
-    let mut content = ChunkContent { usage: chunk.usage, ..ChunkContent::default() };
+    let stamp = chunk
+        .received_unix_us
+        .zip(chunk.sent_unix_us)
+        .map(|(received_unix_us, sent_unix_us)| Stamp { received_unix_us, sent_unix_us });
+    let mut content = ChunkContent { usage: chunk.usage, stamp, ..ChunkContent::default() };
     // A usage-only final chunk has `choices: []`.
     if let Some(choice) = choices.into_iter().next() {
         content.finished = choice.finish_reason.as_deref().is_some_and(|r| !r.is_empty());

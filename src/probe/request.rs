@@ -114,6 +114,10 @@ pub struct RequestRecord {
     pub answer_matched: Option<bool>,
     /// The failure's message.
     pub error: Option<String>,
+    /// Against a server that stamps its chunks: each content chunk's delivery delay (read here −
+    /// sent there), and the TTFT measured here minus the server's own.
+    pub delivery: Vec<Duration>,
+    pub ttft_error: Option<Duration>,
 }
 
 /// Sends requests of one probe run: one client, one URL (parsed once), one set of timeouts.
@@ -174,6 +178,8 @@ impl Requester {
         };
         (record.completion_tokens, record.tokens_estimated) = tally.completion_tokens(self.stream);
         record.itl = tally.itl;
+        record.delivery = tally.delivery;
+        record.ttft_error = tally.ttft_error;
         match result {
             Ok(()) => {
                 record.answer_matched = expected.map(|e| e.is_in(&tally.answer));
@@ -357,6 +363,8 @@ struct Tally {
     finished_at: Option<Instant>,
     /// A chunk carried a `finish_reason`.
     finish_seen: bool,
+    delivery: Vec<Duration>,
+    ttft_error: Option<Duration>,
 }
 
 impl Tally {
@@ -369,6 +377,18 @@ impl Tally {
         }
         self.last_token = Some(at);
         self.content_chunks += 1;
+    }
+
+    /// A content chunk the server stamped, read `since_start` after the request was sent.
+    fn on_stamped_token(&mut self, since_start: Duration, stamp: answer::Stamp) {
+        let read_unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.delivery.push(Duration::from_micros(read_unix_us.saturating_sub(stamp.sent_unix_us)));
+        if self.first_token.is_none() {
+            let server_ttft = Duration::from_micros(stamp.sent_unix_us.saturating_sub(stamp.received_unix_us));
+            self.ttft_error = Some(since_start.saturating_sub(server_ttft));
+        }
     }
 
     /// `usage` when reported, else an estimate (flagged).
@@ -431,6 +451,9 @@ where
         let chunk = answer::parse_chunk(&event.data, endpoint)?;
         tally.finish_seen |= chunk.finished;
         if !chunk.text.is_empty() {
+            if let Some(stamp) = chunk.stamp {
+                tally.on_stamped_token(now - clock.start, stamp);
+            }
             tally.on_token(now);
             live_chunks.fetch_add(1, Ordering::Relaxed);
             tally.generated_chars += chunk.text.chars().count();

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use crate::protocol::{PercentileMethod, Percentiles, ProbeProgress, ProbeReport, ReportExtra, nearest_rank};
+pub use crate::protocol::{
+    ClientDelay, PercentileMethod, Percentiles, ProbeProgress, ProbeReport, ReportExtra, nearest_rank,
+};
 
 use super::outcome::Outcome;
 use super::request::RequestRecord;
@@ -58,6 +60,13 @@ impl Samples {
         matches!(self, Samples::Exact(_))
     }
 
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Samples::Exact(all) => all.is_empty(),
+            Samples::Hdr(h) => h.is_empty(),
+        }
+    }
+
     fn median_ms(&self) -> Option<f64> {
         match self {
             Samples::Exact(all) => median_ms(all),
@@ -101,6 +110,10 @@ pub struct Aggregator {
     latency_us: Samples,
     ttft_us: Samples,
     itl_us: Samples,
+    /// Against a server that stamps its chunks only (see [`ClientDelay`]).
+    ttft_error_us: Samples,
+    itl_error_us: Samples,
+    delivery_us: Samples,
     errors: BTreeMap<Outcome, Vec<String>>,
     extra: ReportExtra,
 }
@@ -122,6 +135,7 @@ impl Aggregator {
         for gap in &record.itl {
             self.itl_us.push(to_micros(*gap));
         }
+        self.add_client_delay(record);
         // Counts come from the server: a nonsense one saturates instead of overflowing.
         self.extra.output_tokens = self.extra.output_tokens.saturating_add(record.completion_tokens);
         self.extra.output_tokens_estimated |= record.tokens_estimated;
@@ -129,6 +143,19 @@ impl Aggregator {
         if let Some(matched) = record.answer_matched {
             self.extra.answers_checked += 1;
             self.extra.answers_matched += u64::from(matched);
+        }
+    }
+
+    fn add_client_delay(&mut self, record: &RequestRecord) {
+        if let Some(error) = record.ttft_error {
+            self.ttft_error_us.push(to_micros(error));
+        }
+        for delay in &record.delivery {
+            self.delivery_us.push(to_micros(*delay));
+        }
+        // The gap measured here minus the server's is the change in delivery delay.
+        for pair in record.delivery.windows(2) {
+            self.itl_error_us.push(to_micros(pair[1].abs_diff(pair[0])));
         }
     }
 
@@ -172,17 +199,33 @@ impl Aggregator {
         let mut outcomes: BTreeMap<Outcome, u64> = Outcome::ALL.iter().map(|o| (*o, 0)).collect();
         outcomes.extend(self.outcomes);
         let extra = self.extra;
+        let percentiles = if [
+            &self.latency_us,
+            &self.ttft_us,
+            &self.itl_us,
+            &self.ttft_error_us,
+            &self.itl_error_us,
+            &self.delivery_us,
+        ]
+        .iter()
+        .all(|s| s.is_exact())
+        {
+            PercentileMethod::Exact
+        } else {
+            PercentileMethod::Hdr
+        };
         ProbeReport {
             target,
             model,
             requests: self.requests,
             duration_s: secs,
             outcomes,
-            percentiles: if [&self.latency_us, &self.ttft_us, &self.itl_us].iter().all(|s| s.is_exact()) {
-                PercentileMethod::Exact
-            } else {
-                PercentileMethod::Hdr
-            },
+            client_delay: (!self.delivery_us.is_empty()).then(|| ClientDelay {
+                ttft_error_ms: self.ttft_error_us.percentiles(),
+                itl_error_ms: self.itl_error_us.percentiles(),
+                delivery_ms: self.delivery_us.percentiles(),
+            }),
+            percentiles,
             latency_ms: self.latency_us.percentiles(),
             ttft_ms: self.ttft_us.percentiles(),
             itl_ms: self.itl_us.percentiles(),
@@ -217,6 +260,26 @@ mod tests {
 
     fn record(outcome: Outcome, latency_ms: u64) -> RequestRecord {
         RequestRecord { outcome, latency: Duration::from_millis(latency_ms), ..RequestRecord::default() }
+    }
+
+    #[test]
+    fn client_delay_comes_from_stamped_chunks_only() {
+        let ms = Duration::from_millis;
+        let mut plain = Aggregator::default();
+        plain.add(&record(Outcome::Success, 10));
+        assert!(plain.report("t".into(), "m".into(), ms(1000)).client_delay.is_none());
+
+        let mut stamped = Aggregator::default();
+        stamped.add(&RequestRecord {
+            delivery: vec![ms(1), ms(3), ms(2)],
+            ttft_error: Some(ms(4)),
+            ..record(Outcome::Success, 10)
+        });
+        let delay = stamped.report("t".into(), "m".into(), ms(1000)).client_delay.expect("stamped");
+        // Gaps measured here differ from the server's by the change in delivery delay: 2, 1.
+        assert_eq!((delay.itl_error_ms.p50, delay.itl_error_ms.max), (Some(1.0), Some(2.0)));
+        assert_eq!((delay.delivery_ms.p50, delay.delivery_ms.max), (Some(2.0), Some(3.0)));
+        assert_eq!(delay.ttft_error_ms.p50, Some(4.0));
     }
 
     #[test]

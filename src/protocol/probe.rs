@@ -166,9 +166,25 @@ pub struct ProbeReport {
     /// bound on kept samples: an HDR histogram, 3 significant digits, within 0.1%).
     #[serde(default)]
     pub percentiles: PercentileMethod,
+    /// Only against a server that stamps its chunks (`mock-llm --stamp-chunks`): what the client
+    /// itself adds to the streaming figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_delay: Option<ClientDelay>,
     /// Figures beyond the documented JSON shape, for tables and callers.
     #[serde(skip)]
     pub extra: ReportExtra,
+}
+
+/// The delay the client adds, measured against the server's own stamps (receipt of the
+/// request, send time of each chunk; one clock, as both run on one machine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientDelay {
+    /// Measured TTFT minus the server's (first chunk sent − request received).
+    pub ttft_error_ms: Percentiles,
+    /// |measured gap − the server's gap| between consecutive content chunks.
+    pub itl_error_ms: Percentiles,
+    /// Each content chunk: read by the client − sent by the server.
+    pub delivery_ms: Percentiles,
 }
 
 /// Report figures that are not part of the `--json` shape.

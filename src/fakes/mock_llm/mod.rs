@@ -146,6 +146,11 @@ pub struct MockLlmArgs {
     #[arg(long)]
     pub cut_off_when_busy: bool,
 
+    /// Stamp each streamed chunk with `received_unix_us` (when the request arrived) and
+    /// `sent_unix_us` (when the chunk left): clients can measure the delay they add themselves
+    #[arg(long)]
+    pub stamp_chunks: bool,
+
     #[command(flatten)]
     pub faults: Box<FaultArgs>,
 }
@@ -274,7 +279,7 @@ pub async fn run(args: MockLlmArgs) -> Result<ExitCode> {
     }
     console::startup_loaded(&banner);
 
-    let listener = match TcpListener::bind((args.host.as_str(), args.port)).await {
+    let listener = match bind(&args.host, args.port).await {
         Ok(listener) => listener,
         Err(e) => {
             console::bind_failed(&args.host, args.port, &e);
@@ -297,6 +302,7 @@ pub async fn run(args: MockLlmArgs) -> Result<ExitCode> {
         no_health: args.no_health,
         no_stream_usage: args.no_stream_usage,
         cut_off_when_busy: args.cut_off_when_busy,
+        stamp_chunks: args.stamp_chunks,
     });
     console::listening(addr, pid);
     console::spawn_log_ticker(args.log_rate, stats, faults)?;
@@ -351,6 +357,25 @@ fn spawn_signal_listener(shutdown: CancellationToken, ignore_sigterm: bool) -> R
         shutdown.cancel();
     });
     Ok(())
+}
+
+/// Uvicorn's accept backlog: 256 clients connecting at once are all queued, as with vLLM, where
+/// the default 128 would drop some SYNs and add a 1 s retransmit to their first token.
+const LISTEN_BACKLOG: u32 = 2048;
+
+async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::AddrNotAvailable, format!("`{host}` has no address"))
+    }))
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ pub struct Shared {
     pub no_stream_usage: bool,
     /// `--cut-off-when-busy`: answers are empty while another request is in flight.
     pub cut_off_when_busy: bool,
+    /// `--stamp-chunks`: streamed chunks carry receipt and send times.
+    pub stamp_chunks: bool,
 }
 
 impl Shared {
@@ -223,6 +225,7 @@ async fn answer(shared: Arc<Shared>, job: Job) -> Response {
         include_usage: job.include_usage && !shared.no_stream_usage,
         malformed: injected == Injected::Malformed,
         cut_off,
+        received_unix_us: shared.stamp_chunks.then(unix_now_us),
     };
     if job.stream { stream::response(shared, reply) } else { whole_answer(shared, reply).await }
 }
@@ -312,6 +315,10 @@ pub async fn pause(duration: Duration) {
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub fn unix_now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {

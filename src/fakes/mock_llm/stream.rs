@@ -55,6 +55,8 @@ pub struct Reply {
     /// `--cut-off-when-busy` struck: no content and no `finish_reason` (streams go from the
     /// role chunk straight to `[DONE]`).
     pub cut_off: bool,
+    /// `--stamp-chunks`: when the request arrived (then every chunk also carries its send time).
+    pub received_unix_us: Option<u64>,
 }
 
 /// The streaming response; the body is produced lazily, so pacing and faults happen on the wire.
@@ -220,6 +222,8 @@ impl SseStream {
             model: &self.shared.model,
             choices: &choices,
             usage: Some(Some(self.reply.usage)),
+            received_unix_us: self.reply.received_unix_us,
+            sent_unix_us: self.reply.received_unix_us.map(|_| super::server::unix_now_us()),
         })
     }
 
@@ -232,6 +236,8 @@ impl SseStream {
             choices,
             // With include_usage, OpenAI sends `"usage": null` on every other chunk.
             usage: self.reply.include_usage.then_some(None),
+            received_unix_us: self.reply.received_unix_us,
+            sent_unix_us: self.reply.received_unix_us.map(|_| super::server::unix_now_us()),
         })
     }
 }

@@ -188,6 +188,11 @@ pub struct Chunk<'a, C> {
     pub choices: &'a [C],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Option<Usage>>,
+    /// `--stamp-chunks` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub received_unix_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent_unix_us: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -278,6 +283,8 @@ mod tests {
             model: "m",
             choices: &choices,
             usage,
+            received_unix_us: None,
+            sent_unix_us: None,
         };
         let without = serde_json::to_value(chunk(None)).unwrap();
         assert!(without.get("usage").is_none());
