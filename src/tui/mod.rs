@@ -3,8 +3,9 @@
 //! in this process, or a daemon over a WebSocket — and never through its internals.
 //!
 //! The loop blocks on one `select!` over terminal input, engine events, the link's status,
-//! command answers, signals and timers, and redraws only when something changed (at most ~30
-//! frames a second during a flood), or when a clock or spinner on screen moves.
+//! command answers, signals and timers, and redraws only when something changed — a key at
+//! once, a state change within 100 ms, streaming data (logs, samples) at most twice a second —
+//! or when a clock or spinner on screen moves.
 
 pub mod app;
 pub mod gpus;
@@ -29,7 +30,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::{Instant, sleep_until};
 
 use crate::logs::LogSource;
-use crate::protocol::{Ack, CommandError, LinkStatus, Severity, SharedLink, Subscription};
+use crate::protocol::{Ack, CommandError, Event, GpuEvent, LinkStatus, Severity, SharedLink, Subscription};
 use crate::util::signals::Signals;
 use app::{App, Effect, Origin};
 use logs::LogEffect;
@@ -37,9 +38,14 @@ use terminal::TerminalGuard;
 use theme::Theme;
 use view::ViewCtx;
 
-/// Shortest time between two frames drawn for engine events (a log flood, samples, ticks):
-/// at most ten a second. A key is answered at once.
+/// Shortest time between two frames drawn for engine events that change what a model, a
+/// test or an alert is (at most ten a second). A key is answered at once.
 const FRAME_BUDGET: Duration = Duration::from_millis(100);
+/// Streaming data — log lines, GPU samples, shopper polls — arrives every few hundred
+/// milliseconds from each source; each drawn alone made five frames a second in the demo, more
+/// CPU than htop. Coalesced, they draw at most two frames a second (the first after a quiet
+/// spell at once), about the refresh of htop, btop or nvitop.
+const DATA_FRAME_BUDGET: Duration = Duration::from_millis(500);
 /// Spinner speed while something is starting or counting down.
 const SPINNER_TICK: Duration = Duration::from_millis(250);
 
@@ -137,15 +143,22 @@ async fn event_loop(
             return Ok(exit);
         }
         if due.is_some_and(|d| d <= Instant::now()) {
+            app.expire_toast();
             let ctx =
                 ViewCtx { now: std::time::Instant::now(), wall: chrono::Local::now().fixed_offset(), theme, spinner };
             guard.terminal.draw(|f| view::draw(f, &mut app, &ctx)).wrap_err("drawing the screen")?;
             last_frame = Instant::now();
             due = None;
+            // The frame just drawn showed the clock: the next tick is a refresh after it.
+            next_tick = last_frame + opts.refresh;
         }
         // A change the engine reported: drawn within the frame budget, together with the
         // others that arrive meanwhile.
-        let soon = |due: Option<Instant>| Some(due.unwrap_or(last_frame + FRAME_BUDGET).min(last_frame + FRAME_BUDGET));
+        let within = |budget: Duration, due: Option<Instant>| {
+            let by = last_frame + budget;
+            Some(due.map_or(by, |due| due.min(by)))
+        };
+        let soon = |due: Option<Instant>| within(FRAME_BUDGET, due);
         let now = |_: Option<Instant>| Some(Instant::now());
         let frame_due = due;
         let spin_due = app.has_live_timers().then_some(next_spin);
@@ -200,15 +213,20 @@ async fn event_loop(
                 None => return Ok(Exit::Quit),
             },
             received = feed.events.recv(), if feed.open => {
-                due = soon(due);
                 match received {
                     Ok(event) if event.seq == feed.last_seq + 1 => {
                         feed.last_seq = event.seq;
                         app.on_event(&event.event);
+                        let budget = if is_streaming_data(&event.event) { DATA_FRAME_BUDGET } else { FRAME_BUDGET };
+                        due = within(budget, due);
                     }
                     // A gap (or a restarted engine's numbering): start again from a snapshot.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => feed = Feed::of(link.subscribe(), &mut app, true),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        feed = Feed::of(link.subscribe(), &mut app, true);
+                        due = soon(due);
+                    }
                     Err(broadcast::error::RecvError::Closed) => {
+                        due = soon(due);
                         feed.open = false;
                         app.link = LinkStatus::Disconnected { reason: "the engine closed the link".into(), retry_in_s: None };
                     }
@@ -253,8 +271,7 @@ async fn event_loop(
             _ = signals.hup.recv() => return Ok(Exit::Signal("SIGHUP")),
             () = sleep_until(next_tick) => {
                 next_tick = Instant::now() + opts.refresh;
-                app.expire_toast();
-                due = soon(due); // the clock
+                due = soon(due); // the clock, an expired toast
             }
             () = sleep_opt(spin_due) => {
                 spinner = spinner.wrapping_add(1);
@@ -385,6 +402,11 @@ async fn open_in_pager(
     None
 }
 
+/// Events that only add data to what is on screen (no state a person must see at once).
+fn is_streaming_data(event: &Event) -> bool {
+    matches!(event, Event::Log(_) | Event::Gpu(GpuEvent::Sampled { .. }) | Event::Shopper(_))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,5 +428,17 @@ mod tests {
         // A model may be called `llmdeck`: its file is still its own.
         assert_eq!(log_file_of(&opts, &LogSource::Model("llmdeck".into())), Ok("/logs/llmdeck.log".into()));
         assert!(log_file_of(&opts, &LogSource::Test("smoke".into())).is_err());
+    }
+
+    #[test]
+    fn only_data_waits_for_the_slower_frame_budget() {
+        let now = chrono::Utc::now();
+        let sampled = Event::Gpu(GpuEvent::Sampled { ts: now, gpus: Vec::new() });
+        let stale = Event::Gpu(GpuEvent::Stale { stale_ms: 2000, call: None });
+        let xid = Event::Gpu(GpuEvent::Xid { ts: now, gpu: 0, xid: 79, meaning: "fell off the bus".into() });
+        assert!(is_streaming_data(&sampled));
+        // A GPU that stops answering or fails is news, not data.
+        assert!(!is_streaming_data(&stale));
+        assert!(!is_streaming_data(&xid));
     }
 }
