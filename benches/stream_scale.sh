@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: the probe streaming at scale. `llmdeck mock-llm --stamp-chunks` streams TOKENS_PER_S
 # tokens a second to each of CONCURRENCY (default 256) streams and stamps every chunk with its
-# send time (and the request's receipt); `llmdeck probe` reads them for SECONDS (default 20).
+# send time (and the request's receipt); `llmdeck probe` reads them for DURATION_S seconds (default 20).
 # Prints the client's CPU per million tokens received, and the TTFT and ITL error the client
 # itself adds, from the stamps (one clock: both run on this machine).
 #
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 CONCURRENCY=${CONCURRENCY:-256}
 TOKENS_PER_S=${TOKENS_PER_S:-100}
 OUTPUT_TOKENS=${OUTPUT_TOKENS:-200}
-SECONDS_TO_RUN=${SECONDS:-20}
+SECONDS_TO_RUN=${DURATION_S:-20}
 MODEL=bench-model
 
 if [ -z "${LLMDECK_BIN:-}" ]; then
