@@ -57,7 +57,8 @@ impl fmt::Debug for DirectClient {
     }
 }
 
-/// Whether a proxy would be used for `url` (then reqwest, which honours it, sends).
+/// Whether a proxy is configured for plain HTTP (then reqwest sends: it honours the proxy and
+/// `NO_PROXY`).
 fn proxy_configured() -> bool {
     ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
         .iter()
