@@ -39,33 +39,10 @@ if [ ! -x "$OHA" ]; then
     OHA="$HOME/.cache/llmdeck/oha/bin/oha"
 fi
 
-if [ -z "${LLMDECK_BIN:-}" ]; then
-    echo "building the release binary (cargo build --release)..." >&2
-    cargo build --release --quiet --bin llmdeck
-    LLMDECK_BIN=target/release/llmdeck
-fi
-
-work=$(mktemp -d)
-mock_pid=""
-cleanup() {
-    if [ -n "$mock_pid" ]; then kill "$mock_pid" 2>/dev/null || true; wait "$mock_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# The mock: no latency, tokens as fast as possible; its readiness line carries the port.
-"$LLMDECK_BIN" mock-llm --port 0 --model-name "$MODEL" >"$work/mock.out" 2>"$work/mock.err" &
-mock_pid=$!
-for _ in $(seq 1 100); do
-    if grep -q "Uvicorn running on http://" "$work/mock.out" 2>/dev/null; then break; fi
-    sleep 0.1
-done
-base=$(grep -o "Uvicorn running on http://[0-9.:]*" "$work/mock.out" | head -1 | sed 's/Uvicorn running on //')
-if [ -z "$base" ]; then
-    echo "mock-llm did not start:" >&2
-    cat "$work/mock.err" >&2
-    exit 1
-fi
+# shellcheck source=benches/mock_llm.sh
+. benches/mock_llm.sh
+# The mock: no latency, tokens as fast as possible.
+start_mock_llm --model-name "$MODEL"
 
 # The exact body the probe sends for this prompt (see src/probe/runner.rs, request_body).
 export PROBE_BENCH_BODY="{\"max_tokens\":$MAX_TOKENS,\"messages\":[{\"content\":\"$PROMPT\",\"role\":\"user\"}],\"model\":\"$MODEL\",\"stream\":false,\"temperature\":0}"

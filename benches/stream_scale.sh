@@ -19,33 +19,9 @@ OUTPUT_TOKENS=${OUTPUT_TOKENS:-200}
 SECONDS_TO_RUN=${DURATION_S:-20}
 MODEL=bench-model
 
-if [ -z "${LLMDECK_BIN:-}" ]; then
-    echo "building the release binary (cargo build --release)..." >&2
-    cargo build --release --quiet --bin llmdeck
-    LLMDECK_BIN=target/release/llmdeck
-fi
-
-work=$(mktemp -d)
-mock_pid=""
-cleanup() {
-    if [ -n "$mock_pid" ]; then kill "$mock_pid" 2>/dev/null || true; wait "$mock_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$LLMDECK_BIN" mock-llm --port 0 --model-name "$MODEL" --stamp-chunks --tokens-per-s "$TOKENS_PER_S" \
-    --output-tokens "$OUTPUT_TOKENS" >"$work/mock.out" 2>"$work/mock.err" &
-mock_pid=$!
-for _ in $(seq 1 100); do
-    if grep -q "Uvicorn running on http://" "$work/mock.out" 2>/dev/null; then break; fi
-    sleep 0.1
-done
-base=$(grep -o "Uvicorn running on http://[0-9.:]*" "$work/mock.out" | head -1 | sed 's/Uvicorn running on //')
-if [ -z "$base" ]; then
-    echo "mock-llm did not start:" >&2
-    cat "$work/mock.err" >&2
-    exit 1
-fi
+# shellcheck source=benches/mock_llm.sh
+. benches/mock_llm.sh
+start_mock_llm --model-name "$MODEL" --stamp-chunks --tokens-per-s "$TOKENS_PER_S" --output-tokens "$OUTPUT_TOKENS"
 
 # A question the mock has no short answer for: it streams OUTPUT_TOKENS tokens of filler.
 printf '{"prompt": "Describe how a model server schedules requests."}\n' >"$work/prompts.jsonl"

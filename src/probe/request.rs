@@ -381,9 +381,7 @@ impl Tally {
 
     /// A content chunk the server stamped, read `since_start` after the request was sent.
     fn on_stamped_token(&mut self, since_start: Duration, stamp: answer::Stamp) {
-        let read_unix_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        let read_unix_us = crate::util::unix_micros();
         self.delivery.push(Duration::from_micros(read_unix_us.saturating_sub(stamp.sent_unix_us)));
         if self.first_token.is_none() {
             let server_ttft = Duration::from_micros(stamp.sent_unix_us.saturating_sub(stamp.received_unix_us));

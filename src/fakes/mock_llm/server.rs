@@ -225,7 +225,7 @@ async fn answer(shared: Arc<Shared>, job: Job) -> Response {
         include_usage: job.include_usage && !shared.no_stream_usage,
         malformed: injected == Injected::Malformed,
         cut_off,
-        received_unix_us: shared.stamp_chunks.then(unix_now_us),
+        received_unix_us: shared.stamp_chunks.then(crate::util::unix_micros),
     };
     if job.stream { stream::response(shared, reply) } else { whole_answer(shared, reply).await }
 }
@@ -315,10 +315,6 @@ pub async fn pause(duration: Duration) {
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-pub fn unix_now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 pub fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {

@@ -223,7 +223,7 @@ impl SseStream {
             choices: &choices,
             usage: Some(Some(self.reply.usage)),
             received_unix_us: self.reply.received_unix_us,
-            sent_unix_us: self.reply.received_unix_us.map(|_| super::server::unix_now_us()),
+            sent_unix_us: self.reply.received_unix_us.map(|_| crate::util::unix_micros()),
         })
     }
 
@@ -237,7 +237,7 @@ impl SseStream {
             // With include_usage, OpenAI sends `"usage": null` on every other chunk.
             usage: self.reply.include_usage.then_some(None),
             received_unix_us: self.reply.received_unix_us,
-            sent_unix_us: self.reply.received_unix_us.map(|_| super::server::unix_now_us()),
+            sent_unix_us: self.reply.received_unix_us.map(|_| crate::util::unix_micros()),
         })
     }
 }
